@@ -1,0 +1,105 @@
+"""A plan: the ordered list of actions that would bring AWS to the desired state.
+
+Owns: the shape of actions and plans, and their JSON form (CONTRACT §3, `plan --output
+json`). Must not: decide what to do (that is `planning`) or do it (that is
+`controller.aws.applying`).
+
+Verbs complete the sentence "service bert has been …": created, updated, replaced,
+deleted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Verb = Literal["create", "update", "replace", "delete"]
+ResourceKind = Literal["cluster", "security-group", "instance", "task-definition", "service"]
+Reason = Literal["missing", "spec change", "drift", "orphan"]
+
+PAST_TENSE: dict[str, str] = {
+    "create": "created",
+    "update": "updated",
+    "replace": "replaced",
+    "delete": "deleted",
+}
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    path: str  # e.g. "desiredCount", "containerDefinitions[0].image"
+    before: Any  # JSON-serialisable; None when absent
+    after: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class Action:
+    verb: Verb
+    resource: ResourceKind
+    id: str  # the AWS name or id; "<cluster>/instance-<n>" for an instance to launch
+    reason: Reason
+    cluster: str
+    deployment: str | None = None
+    fields: tuple[FieldChange, ...] = ()
+    # What the shell needs to carry the action out: the Desired* object for
+    # create/update/replace, the Live* object for update/replace/delete.
+    desired: Any = None
+    live: Any = None
+    # The work-queue key this action belongs to: "cluster/<name>" or "deployment/<name>".
+    key: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "action": self.verb,
+            "resource": self.resource,
+            "id": self.id,
+            "cluster": self.cluster,
+            "deployment": self.deployment,
+            "reason": self.reason,
+            "fields": [
+                {"path": change.path, "from": change.before, "to": change.after}
+                for change in self.fields
+            ],
+        }
+
+    def sentence(self) -> str:
+        return f"{self.resource} {self.id} will be {PAST_TENSE[self.verb]} ({self.reason})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    actions: tuple[Action, ...] = ()
+    # Drift that `driftPolicy: detect` reports without correcting: never applied.
+    detected_drift: tuple[Action, ...] = ()
+    # Things the user should know that are not actions (e.g. pruning refused).
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def in_sync(self) -> bool:
+        return not self.actions
+
+    def for_key(self, key: str) -> Plan:
+        return Plan(
+            actions=tuple(a for a in self.actions if a.key == key),
+            detected_drift=tuple(a for a in self.detected_drift if a.key == key),
+            warnings=self.warnings,
+        )
+
+    def summary(self) -> dict[str, int]:
+        counts = Counter(action.verb for action in self.actions)
+        return {
+            "create": counts["create"],
+            "update": counts["update"],
+            "replace": counts["replace"],
+            "delete": counts["delete"],
+            "drift_detected": len(self.detected_drift),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "changes": [action.to_json() for action in self.actions],
+            "detected_drift": [action.to_json() for action in self.detected_drift],
+            "warnings": list(self.warnings),
+            "summary": self.summary(),
+        }

@@ -1,0 +1,241 @@
+"""The two models the planner compares: the desired state (from specs) and the observed
+state (read from AWS), as frozen dataclasses.
+
+Owns: the shape of both models and the ownership tag names (CONTRACT §5).
+Must not: do I/O, or hold any AWS client type. The AWS shell (`controller.aws`) builds
+`ObservedState` from API responses and executes `Plan` actions; `controller.core.desired`
+builds `DesiredState` from specs.
+
+Conventions:
+- Tags are plain `{key: value}` mappings on both sides.
+- `content` of a task definition is the `RegisterTaskDefinition` request (botocore
+  camelCase keys, without `tags`), in the canonical form of `normalising`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# --- ownership (CONTRACT §5) ----------------------------------------------------------
+
+MANAGED_BY = "ecs-infer:managed-by"
+MANAGED_BY_VALUE = "ecs-infer"
+DEPLOYMENT_TAG = "ecs-infer:deployment"
+CLUSTER_TAG = "ecs-infer:cluster"
+# Our own bookkeeping, recorded on the resources themselves (there is no state file):
+SPEC_HASH_TAG = "ecs-infer:spec-hash"  # hash of the desired fields last applied
+TASK_DEFINITION_HASH_TAG = "ecs-infer:task-definition-hash"  # content hash of a revision
+DELETION_POLICY_TAG = "ecs-infer:deletion-policy"  # so a removed spec's policy is known
+NEURON_CORES_TAG = "ecs-infer:neuron-cores"  # per replica, on task definitions
+
+
+def is_managed(tags: Mapping[str, str]) -> bool:
+    return tags.get(MANAGED_BY) == MANAGED_BY_VALUE
+
+
+# --- facts about the account, read before the desired state can be built --------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountFacts:
+    region: str
+    account_id: str
+    default_vpc_id: str | None
+    vpc_cidrs: Mapping[str, str] = field(default_factory=dict)  # vpc id -> CIDR
+    subnet_vpcs: Mapping[str, str] = field(default_factory=dict)  # subnet id -> vpc id
+    default_subnet_ids: tuple[str, ...] = ()  # subnets of the default VPC, sorted
+    ami_ids: Mapping[str, str] = field(default_factory=dict)  # SSM parameter -> AMI id
+
+
+# --- desired --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class IngressRule:
+    port: int
+    cidr: str
+    protocol: str = "tcp"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DesiredSecurityGroup:
+    name: str  # "ecs-infer-<cluster>"
+    cluster: str
+    vpc_id: str
+    description: str
+    ingress: tuple[IngressRule, ...]  # sorted
+    tags: Mapping[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DesiredFleet:
+    """The EC2 instances of one cluster. Instances are interchangeable: identity is by tags."""
+
+    cluster: str
+    count: int  # bin-packed from the deployments' NeuronCores, within min/max
+    instance_type: str
+    image_id: str
+    market: Literal["spot", "on-demand"]
+    on_demand_fallback: bool
+    instance_profile: str
+    security_group_ids: tuple[str, ...]  # empty = the managed security group of the cluster
+    subnet_ids: tuple[str, ...]
+    key_name: str | None
+    user_data: str  # plain text; the shell base64-encodes as the API requires
+    tags: Mapping[str, str]  # includes Name=<cluster> and the ownership tags
+
+
+@dataclass(frozen=True, kw_only=True)
+class DesiredCluster:
+    name: str
+    tags: Mapping[str, str]
+    deletion_policy: Literal["delete", "retain"]
+    fleet: DesiredFleet
+    security_group: DesiredSecurityGroup | None  # None when the spec names its own groups
+
+
+@dataclass(frozen=True, kw_only=True)
+class DesiredTaskDefinition:
+    family: str
+    deployment: str
+    content: Mapping[str, Any]  # RegisterTaskDefinition request without tags, canonical
+    content_hash: str  # sha256 hex prefix of the canonical content
+    tags: Mapping[str, str]  # ownership + TASK_DEFINITION_HASH_TAG + NEURON_CORES_TAG
+
+
+@dataclass(frozen=True, kw_only=True)
+class DesiredService:
+    name: str
+    cluster: str
+    deployment: str
+    desired_count: int
+    task_family: str
+    placement_constraints: tuple[Mapping[str, str], ...]
+    spec_hash: str  # hash of (desired_count, task content hash, placement): see planning
+    tags: Mapping[str, str]  # ownership + SPEC_HASH_TAG + TASK_DEFINITION_HASH_TAG + policy
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeSettings:
+    model_name: str
+    grpc_port: int
+    interval_s: float
+    timeout_s: float
+    sequence_length: int
+    latency_objective_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class DesiredDeployment:
+    name: str
+    cluster: str
+    neuron_cores: int
+    replicas: int
+    drift_policy: Literal["enforce", "detect"]
+    deletion_policy: Literal["delete", "retain"]
+    task_definition: DesiredTaskDefinition
+    service: DesiredService
+    probe: ProbeSettings
+
+
+@dataclass(frozen=True, kw_only=True)
+class DesiredState:
+    clusters: Mapping[str, DesiredCluster]
+    deployments: Mapping[str, DesiredDeployment]
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.clusters and not self.deployments
+
+
+# --- observed -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveCluster:
+    name: str
+    arn: str
+    status: str  # ACTIVE, PROVISIONING, DEPROVISIONING, FAILED, INACTIVE
+    tags: Mapping[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveSecurityGroup:
+    group_id: str
+    name: str
+    vpc_id: str
+    ingress: frozenset[IngressRule]  # one rule per (port, cidr); ranges expanded
+    tags: Mapping[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveInstance:
+    instance_id: str
+    state: str  # pending, running, shutting-down, terminated, stopping, stopped
+    instance_type: str
+    image_id: str
+    lifecycle: Literal["spot", "on-demand"]
+    private_ip: str | None
+    launch_time: float  # epoch seconds
+    tags: Mapping[str, str]
+
+    @property
+    def alive(self) -> bool:
+        return self.state in ("pending", "running")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveTaskDefinition:
+    arn: str
+    family: str
+    revision: int
+    status: str  # ACTIVE, INACTIVE
+    content: Mapping[str, Any]  # normalised like DesiredTaskDefinition.content
+    tags: Mapping[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveDeployment:
+    """One entry of an ECS service's `deployments` (rollouts)."""
+
+    id: str
+    status: str  # PRIMARY, ACTIVE, INACTIVE
+    task_definition: str  # ARN
+    desired_count: int
+    running_count: int
+    pending_count: int
+    rollout_state: str | None  # COMPLETED, IN_PROGRESS, FAILED
+    rollout_state_reason: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveService:
+    arn: str
+    name: str
+    cluster: str
+    status: str  # ACTIVE, DRAINING, INACTIVE
+    desired_count: int
+    running_count: int
+    pending_count: int
+    task_definition: str  # ARN
+    deployments: tuple[LiveDeployment, ...]
+    placement_constraints: tuple[Mapping[str, str], ...]
+    tags: Mapping[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObservedState:
+    facts: AccountFacts
+    # Every cluster named by a spec, and every managed cluster (by tag), by name.
+    clusters: Mapping[str, LiveCluster]
+    # Managed security groups, by the cluster tag.
+    security_groups: Mapping[str, LiveSecurityGroup]
+    # Managed instances that are not terminated, by the cluster tag.
+    instances: Mapping[str, tuple[LiveInstance, ...]]
+    # ACTIVE services of the clusters above, by (cluster, service name).
+    services: Mapping[tuple[str, str], LiveService]
+    # Task definition revisions read for a family (ACTIVE ones, oldest first). Only the
+    # families `planning.families_to_read` asks for are read: a no-op pass reads none.
+    task_definitions: Mapping[str, tuple[LiveTaskDefinition, ...]]

@@ -1,0 +1,113 @@
+"""The AWS API emulator of the sandbox: moto in server mode, in this process, on loopback.
+
+Owns: starting and stopping the moto server, resetting it, and seeding the walkthrough's
+prerequisites (instance profile `ecsInstanceRole`, role `ecsTaskExecutionRole`, key pair
+`admin`). Must not: schedule tasks or serve models (see `dataplane` and `modelserver`).
+
+moto keeps its backends in process-wide globals, so the emulated data plane, which runs
+in the same process, can act on them directly (moto has no ECS scheduler of its own).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.request
+from dataclasses import dataclass
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+REGION = "us-east-1"
+ACCOUNT_ID = "123456789012"
+
+# Tasks must not walk towards STOPPED each time they are described (moto's default).
+_TASK_TRANSITION = {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 10**9}}
+
+_ASSUME_ROLE_EC2 = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ],
+}
+_ASSUME_ROLE_TASKS = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+
+
+@dataclass
+class Emulator:
+    """A running moto server bound to 127.0.0.1."""
+
+    server: ThreadedMotoServer
+    host: str
+    port: int
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def boto3_client(self, service: str):  # type: ignore[no-untyped-def]
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def _post(self, path: str, body: object | None = None) -> None:
+        data = json.dumps(body).encode() if body is not None else b""
+        request = urllib.request.Request(self.endpoint + path, data=data, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+
+    def reset(self) -> None:
+        """Forget every emulated resource, then seed the prerequisites again."""
+        self._post("/moto-api/reset")
+        self.prepare()
+
+    def prepare(self) -> None:
+        self._post("/moto-api/state-manager/set-transition", _TASK_TRANSITION)
+        seed_prerequisites(self)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def seed_prerequisites(emulator: Emulator) -> None:
+    """What the walkthrough assumes exists in the account before it starts."""
+    iam = emulator.boto3_client("iam")
+    iam.create_role(
+        RoleName="ecsInstanceRole", AssumeRolePolicyDocument=json.dumps(_ASSUME_ROLE_EC2)
+    )
+    iam.create_instance_profile(InstanceProfileName="ecsInstanceRole")
+    iam.add_role_to_instance_profile(
+        InstanceProfileName="ecsInstanceRole", RoleName="ecsInstanceRole"
+    )
+    iam.create_role(
+        RoleName="ecsTaskExecutionRole", AssumeRolePolicyDocument=json.dumps(_ASSUME_ROLE_TASKS)
+    )
+    emulator.boto3_client("ec2").create_key_pair(KeyName="admin")
+
+
+def start_emulator(port: int = 0, *, host: str = "127.0.0.1") -> Emulator:
+    """Start moto on loopback (never 0.0.0.0; ThreadedMotoServer's own default is)."""
+    if not host.startswith("127."):
+        raise ValueError("the emulator only listens on loopback (127.0.0.0/8)")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "false")
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    bound_host, bound_port = server.get_host_and_port()
+    emulator = Emulator(server=server, host=bound_host, port=bound_port)
+    emulator.prepare()
+    return emulator
