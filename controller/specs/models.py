@@ -13,7 +13,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
 
 from controller.core.neuron import NEURON_CORES_PER_INSTANCE
 
@@ -50,7 +58,8 @@ Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
-    Field(json_schema_extra={"type": "string", "pattern": _DURATION.pattern}),
+    # Numbers are seconds; strings carry a unit.
+    Field(json_schema_extra={"type": ["string", "number"], "pattern": _DURATION.pattern}),
 ]
 
 Name = Annotated[
@@ -85,11 +94,16 @@ class Capacity(_Strict):
     minInstances: int = Field(default=1, ge=0, le=1000)
     maxInstances: int = Field(default=10, ge=0, le=1000)
 
-    @model_validator(mode="after")
-    def _check(self) -> Capacity:
-        if self.instanceType not in NEURON_CORES_PER_INSTANCE:
+    @field_validator("instanceType")
+    @classmethod
+    def _known_instance_type(cls, value: str) -> str:
+        if value not in NEURON_CORES_PER_INSTANCE:
             known = ", ".join(sorted(NEURON_CORES_PER_INSTANCE))
-            raise ValueError(f"instanceType {self.instanceType!r} is not one of: {known}")
+            raise ValueError(f"{value!r} is not an Inferentia instance type: {known}")
+        return value
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> Capacity:
         if self.maxInstances < self.minInstances:
             raise ValueError(
                 f"maxInstances ({self.maxInstances}) is below minInstances ({self.minInstances})"
@@ -111,9 +125,9 @@ class ClusterSpec(_Strict):
         description="Empty = a security group managed for the cluster, with the model "
         "ports open to allowedCidrs only.",
     )
-    allowedCidrs: tuple[
-        Annotated[str, Field(pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")], ...
-    ] = Field(default=(), description="Empty = the VPC's own CIDR.")
+    allowedCidrs: tuple[Annotated[str, Field(pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")], ...] = (
+        Field(default=(), description="Empty = the VPC's own CIDR.")
+    )
     subnetIds: tuple[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]+$")], ...] = Field(
         default=(), description="Empty = the default VPC's subnets."
     )

@@ -1,0 +1,5 @@
+"""`python -m controller` is `ecs-infer`."""
+
+from controller.cli import main
+
+main()

@@ -1,0 +1,201 @@
+"""The `ecs-infer` command line (CONTRACT §3).
+
+Owns: arguments, exit codes and what is printed. Must not: hold logic of its own; each
+command calls into the package. Heavy modules are imported inside the commands, so that
+`ecs-infer validate` does not pay for aiobotocore, grpc or the sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from controller.logs import LogFormat, configure_logging
+from controller.specs.loading import LoadResult, load_folder
+
+if TYPE_CHECKING:
+    from controller.core.plans import Plan
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CHANGES = 2
+
+SPEC_PATH = click.Path(path_type=Path)
+OUTPUT = click.Choice(["text", "json"])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default="auto",
+    show_default=True,
+    help="auto = console on a terminal, JSON otherwise.",
+)
+def cli(log_level: str, log_format: LogFormat) -> None:
+    """Keep ML inference on AWS Inferentia behind Amazon ECS as the specs say."""
+    configure_logging(level=log_level, fmt=log_format)
+
+
+def _load_or_report(path: Path) -> LoadResult:
+    result = load_folder(path)
+    for error in result.errors:
+        click.echo(str(error), err=True)
+    return result
+
+
+@cli.command()
+@click.argument("path", type=SPEC_PATH)
+def validate(path: Path) -> None:
+    """Check every spec under PATH; print each error as FILE:LINE: message."""
+    result = _load_or_report(path)
+    if not result.ok:
+        files = len(result.invalid_files)
+        click.echo(f"{len(result.errors)} error(s) in {files} file(s)", err=True)
+        sys.exit(EXIT_ERROR)
+    specs = result.specs
+    click.echo(
+        f"{len(result.files)} file(s), {len(specs.clusters)} cluster(s), "
+        f"{len(specs.deployments)} deployment(s): valid"
+    )
+
+
+def render_plan_text(plan: Plan) -> str:
+    symbols = {"create": "+", "update": "~", "replace": "-/+", "delete": "-"}
+    lines: list[str] = []
+    for action in plan.actions:
+        lines.append(f"{symbols[action.verb]} {action.sentence()}")
+        for change in action.fields:
+            lines.append(
+                f"    {change.path}: {json.dumps(change.before)} -> {json.dumps(change.after)}"
+            )
+    for action in plan.detected_drift:
+        lines.append(f"! {action.resource} {action.id} has drifted (driftPolicy: detect)")
+        for change in action.fields:
+            lines.append(
+                f"    {change.path}: spec {json.dumps(change.after)}, "
+                f"live {json.dumps(change.before)}"
+            )
+    for warning in plan.warnings:
+        lines.append(f"warning: {warning}")
+    summary = plan.summary()
+    if plan.in_sync:
+        lines.append("No changes: AWS matches the specs.")
+    else:
+        lines.append(
+            f"Plan: {summary['create']} to create, {summary['update']} to update, "
+            f"{summary['replace']} to replace, {summary['delete']} to delete."
+        )
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("path", type=SPEC_PATH)
+@click.option("--output", type=OUTPUT, default="text", show_default=True)
+def plan(path: Path, output: str) -> None:
+    """Show what apply would change, and why. Exit 0 in sync, 2 changes pending, 1 error."""
+    from controller.aws.errors import AwsError
+    from controller.aws.passes import run_pass
+
+    result = _load_or_report(path)
+    if not result.ok:
+        sys.exit(EXIT_ERROR)
+    try:
+        outcome = asyncio.run(run_pass(result.specs, apply=False))
+    except AwsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    if output == "json":
+        click.echo(json.dumps(outcome.plan.to_json(), indent=2, default=str))
+    else:
+        click.echo(render_plan_text(outcome.plan))
+    sys.exit(EXIT_OK if outcome.plan.in_sync else EXIT_CHANGES)
+
+
+@cli.command()
+@click.argument("path", type=SPEC_PATH)
+@click.option("--wait", is_flag=True, help="Wait until services are stable and rolled out.")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds --wait may take.")
+def apply(path: Path, wait: bool, timeout: float) -> None:
+    """Make one reconcile pass. Exit 0 done, 1 error."""
+    from controller.aws.errors import AwsError
+    from controller.aws.passes import run_pass
+
+    result = _load_or_report(path)
+    if not result.ok:
+        click.echo("nothing was changed: fix the errors above first", err=True)
+        sys.exit(EXIT_ERROR)
+    try:
+        outcome = asyncio.run(run_pass(result.specs, apply=True, wait=wait, wait_timeout=timeout))
+    except AwsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    for line in outcome.report_lines():
+        click.echo(line)
+    sys.exit(EXIT_OK if outcome.succeeded else EXIT_ERROR)
+
+
+@cli.command()
+@click.argument("target", metavar="HOST:PORT")
+@click.option("--model", default="bert", show_default=True, help="TF Serving model name.")
+@click.option("--requests", "count", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--warmup", default=5, show_default=True, type=click.IntRange(0))
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds per request.")
+@click.option("--sequence-length", default=128, show_default=True, type=click.IntRange(1))
+@click.option("--output", type=OUTPUT, default="text", show_default=True)
+def probe(
+    target: str,
+    model: str,
+    count: int,
+    concurrency: int,
+    warmup: int,
+    timeout: float,
+    sequence_length: int,
+    output: str,
+) -> None:
+    """The walkthrough's latency client: Predict COUNT times, report mean and percentiles."""
+    from controller.probing.command import run_probe
+
+    sys.exit(
+        run_probe(
+            target,
+            model=model,
+            requests=count,
+            concurrency=concurrency,
+            warmup=warmup,
+            timeout=timeout,
+            sequence_length=sequence_length,
+            output=output,
+        )
+    )
+
+
+@cli.command()
+@click.option("--specs", "specs", type=SPEC_PATH, default=None, help="The folder to reconcile.")
+@click.option("--aws-port", default=5000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--metrics-addr", default="127.0.0.1:9108", show_default=True)
+@click.option("--no-controller", is_flag=True, help="Only the emulated AWS and data plane.")
+def sandbox(specs: Path | None, aws_port: int, metrics_addr: str, no_controller: bool) -> None:
+    """Emulated AWS + ECS data plane + BERT endpoints (+ the controller), all on loopback."""
+    from controller.sandbox.main import run_sandbox
+
+    sys.exit(
+        run_sandbox(
+            specs=specs, aws_port=aws_port, metrics_addr=metrics_addr, controller=not no_controller
+        )
+    )
+
+
+def main() -> None:
+    cli(prog_name="ecs-infer")
+
+
+if __name__ == "__main__":
+    main()
