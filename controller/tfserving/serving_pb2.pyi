@@ -1,3 +1,4 @@
+# mypy: ignore-errors
 from google.protobuf import wrappers_pb2 as _wrappers_pb2
 from controller.tfserving import tensor_pb2 as _tensor_pb2
 from google.protobuf.internal import containers as _containers
