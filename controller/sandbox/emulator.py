@@ -6,6 +6,8 @@ prerequisites (instance profile `ecsInstanceRole`, role `ecsTaskExecutionRole`, 
 
 moto keeps its backends in process-wide globals, so the emulated data plane, which runs
 in the same process, can act on them directly (moto has no ECS scheduler of its own).
+Every request the server handles holds `BACKEND_LOCK`, and so does the data plane while
+it reads or changes the backends: neither ever sees the other's half-made changes.
 """
 
 from __future__ import annotations
@@ -13,22 +15,41 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import urllib.request
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
-import boto3
+import boto3  # type: ignore[import-untyped,unused-ignore]
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
 from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
 
 # Tasks must not walk towards STOPPED each time they are described (moto's default).
-_TASK_TRANSITION = {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 10**9}}
+_TASK_TRANSITION = {
+    "model_name": "ecs::task",
+    "transition": {"progression": "manual", "times": 10**9},
+}
+
+# Held by every request to moto and by the data plane while it touches moto's backends.
+BACKEND_LOCK = threading.RLock()
 
 _ASSUME_ROLE_EC2 = {
     "Version": "2012-10-17",
     "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "ec2.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
     ],
 }
 _ASSUME_ROLE_TASKS = {
@@ -43,6 +64,39 @@ _ASSUME_ROLE_TASKS = {
 }
 
 
+class _Serialised:
+    """WSGI middleware: one request at a time in moto, and never during a data-plane step.
+
+    moto's backends are plain dicts and lists, not made for concurrent writers. The body
+    is produced inside the lock (moto answers with complete bodies, not streams).
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self._app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        with BACKEND_LOCK:
+            result = self._app(environ, start_response)
+            try:
+                return list(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+
+
+class _LoopbackMotoServer(ThreadedMotoServer):
+    """ThreadedMotoServer with its requests serialised by `BACKEND_LOCK`."""
+
+    def _server_entry(self) -> None:
+        app = _Serialised(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(
+            self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+        )
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
 @dataclass
 class Emulator:
     """A running moto server bound to 127.0.0.1."""
@@ -55,7 +109,7 @@ class Emulator:
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def boto3_client(self, service: str):  # type: ignore[no-untyped-def]
+    def boto3_client(self, service: str) -> Any:
         return boto3.client(
             service,
             endpoint_url=self.endpoint,
@@ -105,7 +159,7 @@ def start_emulator(port: int = 0, *, host: str = "127.0.0.1") -> Emulator:
         raise ValueError("the emulator only listens on loopback (127.0.0.0/8)")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "false")
-    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server = _LoopbackMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
     bound_host, bound_port = server.get_host_and_port()
     emulator = Emulator(server=server, host=bound_host, port=bound_port)
