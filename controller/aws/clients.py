@@ -1,0 +1,239 @@
+"""AWS clients for one controller process, and the accounting of every request they send.
+
+Owns: building the ECS, EC2, SSM and STS clients from one aiobotocore session through the
+standard botocore chain (credentials, `AWS_REGION` / `AWS_DEFAULT_REGION`,
+`AWS_ENDPOINT_URL` for an emulator), their retry and timeout settings, and the request
+hook: every HTTP request sent (retries included, since each one counts against AWS's
+rate limits) is reported once as `on_request(service, operation, outcome)`.
+Must not: decide what to read or write (that is `observing` / `applying`), or log
+request parameters or credentials.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
+
+import structlog
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession, get_session
+
+from controller.aws.errors import THROTTLING_CODES, translating_errors
+
+if TYPE_CHECKING:
+    from types_aiobotocore_ec2 import EC2Client
+    from types_aiobotocore_ecs import ECSClient
+    from types_aiobotocore_ssm import SSMClient
+    from types_aiobotocore_sts import STSClient
+
+log = structlog.get_logger(__name__)
+
+_T = TypeVar("_T")
+
+Outcome = Literal["success", "error", "throttled"]
+RequestHook = Callable[[str, str, Outcome], None]
+
+# Operation-name prefixes that only read. Everything else is a write.
+READ_PREFIXES = ("Describe", "List", "Get")
+
+
+def is_write(operation: str) -> bool:
+    return not operation.startswith(READ_PREFIXES)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AwsSettings:
+    """How the clients talk to AWS. Region, credentials and endpoint come from the
+    botocore chain unless set here."""
+
+    retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
+    """botocore's retry strategy; `adaptive` also rate-limits the client side."""
+    max_attempts: int = 5
+    """Attempts per API call, the first one included (botocore `total_max_attempts`)."""
+    connect_timeout_s: float = 5.0
+    """Seconds to open a connection to an AWS endpoint."""
+    read_timeout_s: float = 30.0
+    """Seconds to wait for a response once the request is sent."""
+    max_pool_connections: int = 20
+    """Concurrent HTTP connections per client."""
+    region: str | None = None
+    """Overrides `AWS_REGION` / `AWS_DEFAULT_REGION` when set."""
+    endpoint_url: str | None = None
+    """Overrides `AWS_ENDPOINT_URL` when set (an emulator)."""
+
+    def client_config(self) -> AioConfig:
+        return AioConfig(
+            retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
+            connect_timeout=self.connect_timeout_s,
+            read_timeout=self.read_timeout_s,
+            max_pool_connections=self.max_pool_connections,
+        )
+
+
+class RequestCounter:
+    """Counts requests by (service, operation, outcome); usable as an `on_request` hook."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str, Outcome]] = Counter()
+
+    def __call__(self, service: str, operation: str, outcome: Outcome) -> None:
+        self.counts[(service, operation, outcome)] += 1
+
+    def reset(self) -> None:
+        self.counts.clear()
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def by_operation(self) -> dict[str, int]:
+        """`{"ecs.DescribeServices": 10, ...}`, every outcome included."""
+        result: Counter[str] = Counter()
+        for (service, operation, _), count in self.counts.items():
+            result[f"{service}.{operation}"] += count
+        return dict(sorted(result.items()))
+
+    def writes(self) -> dict[str, int]:
+        return {
+            name: count
+            for name, count in self.by_operation().items()
+            if is_write(name.partition(".")[2])
+        }
+
+    def count(self, operation: str, *, outcome: Outcome | None = None) -> int:
+        """Requests of one operation (`"RunInstances"` or `"ec2.RunInstances"`)."""
+        service, _, name = operation.rpartition(".")
+        return sum(
+            count
+            for (svc, op, out), count in self.counts.items()
+            if op == name and (not service or svc == service) and outcome in (None, out)
+        )
+
+
+def _outcome(response_dict: Mapping[str, Any] | None, parsed: Mapping[str, Any] | None) -> Outcome:
+    if response_dict is None:
+        return "error"  # no response at all: connection error or timeout
+    code = (parsed or {}).get("Error", {}).get("Code")
+    if code in THROTTLING_CODES:
+        return "throttled"
+    if int(response_dict.get("status_code", 0)) >= 300 or code:
+        return "error"
+    return "success"
+
+
+class AwsClients:
+    """`async with AwsClients() as clients:` gives `clients.ecs`, `.ec2`, `.ssm`, `.sts`."""
+
+    def __init__(
+        self,
+        *,
+        settings: AwsSettings | None = None,
+        on_request: RequestHook | None = None,
+        session: AioSession | None = None,
+    ) -> None:
+        self.settings = settings or AwsSettings()
+        self._hooks: list[RequestHook] = [on_request] if on_request else []
+        self._session = session or get_session()
+        self._stack: AsyncExitStack | None = None
+        self._account_id: str | None = None
+        self._ecs: ECSClient | None = None
+        self._ec2: EC2Client | None = None
+        self._ssm: SSMClient | None = None
+        self._sts: STSClient | None = None
+
+    def add_request_hook(self, hook: RequestHook) -> None:
+        self._hooks.append(hook)
+
+    def remove_request_hook(self, hook: RequestHook) -> None:
+        self._hooks.remove(hook)
+
+    async def __aenter__(self) -> Self:
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            config = self.settings.client_config()
+            kwargs: dict[str, Any] = {"config": config}
+            if self.settings.region:
+                kwargs["region_name"] = self.settings.region
+            if self.settings.endpoint_url:
+                kwargs["endpoint_url"] = self.settings.endpoint_url
+            session = self._session
+            with translating_errors():
+                self._ecs = await stack.enter_async_context(session.create_client("ecs", **kwargs))
+                self._ec2 = await stack.enter_async_context(session.create_client("ec2", **kwargs))
+                self._ssm = await stack.enter_async_context(session.create_client("ssm", **kwargs))
+                self._sts = await stack.enter_async_context(session.create_client("sts", **kwargs))
+            for client in (self._ecs, self._ec2, self._ssm, self._sts):
+                client.meta.events.register("response-received", self._on_response)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        self._ecs = self._ec2 = self._ssm = self._sts = None
+        if stack is not None:
+            await stack.aclose()
+
+    def _on_response(
+        self,
+        *,
+        event_name: str,
+        response_dict: Mapping[str, Any] | None = None,
+        parsed_response: Mapping[str, Any] | None = None,
+        **_ignored: Any,
+    ) -> None:
+        # event_name is "response-received.<service-id>.<Operation>".
+        rest = event_name.partition(".")[2]
+        service, _, operation = rest.rpartition(".")
+        outcome = _outcome(response_dict, parsed_response)
+        for hook in self._hooks:
+            try:
+                hook(service, operation, outcome)
+            except Exception:  # accounting must never break a request
+                log.exception("aws.request_hook_failed", service=service, operation=operation)
+
+    @property
+    def ecs(self) -> ECSClient:
+        return _opened(self._ecs)
+
+    @property
+    def ec2(self) -> EC2Client:
+        return _opened(self._ec2)
+
+    @property
+    def ssm(self) -> SSMClient:
+        return _opened(self._ssm)
+
+    @property
+    def sts(self) -> STSClient:
+        return _opened(self._sts)
+
+    @property
+    def region(self) -> str:
+        return str(self.ecs.meta.region_name)
+
+    async def account_id(self) -> str:
+        """The account of the credentials; asked once per `AwsClients`, then remembered."""
+        if self._account_id is None:
+            with translating_errors():
+                identity = await self.sts.get_caller_identity()
+            self._account_id = identity["Account"]
+        return self._account_id
+
+
+def _opened(client: _T | None) -> _T:
+    if client is None:
+        raise RuntimeError("AwsClients is not open: use `async with AwsClients() as clients`")
+    return client
