@@ -64,12 +64,14 @@ def devices_for(neuron_cores: int, shape: InstanceShape) -> int:
     return math.ceil(neuron_cores / shape.cores_per_device)
 
 
-def instances_needed(replica_cores: Iterable[int], shape: InstanceShape) -> int:
-    """Instances needed to hold every replica (first-fit decreasing bin-packing).
+def pack(replica_cores: Iterable[int], shape: InstanceShape) -> list[list[int]]:
+    """Replicas' NeuronCores grouped per instance (first-fit decreasing bin-packing).
 
-    A replica never spans instances, so one that asks for more cores than an instance
-    has cannot be placed: the spec loader rejects those before this is called.
+    Every group sums to at most `shape.neuron_cores`. A replica never spans instances,
+    so one that asks for more cores than an instance has cannot be placed: the spec
+    loader rejects those before this is called.
     """
+    bins: list[list[int]] = []
     free: list[int] = []
     for cores in sorted(replica_cores, reverse=True):
         if cores > shape.neuron_cores:
@@ -77,7 +79,14 @@ def instances_needed(replica_cores: Iterable[int], shape: InstanceShape) -> int:
         for index, remaining in enumerate(free):
             if remaining >= cores:
                 free[index] -= cores
+                bins[index].append(cores)
                 break
         else:
             free.append(shape.neuron_cores - cores)
-    return len(free)
+            bins.append([cores])
+    return bins
+
+
+def instances_needed(replica_cores: Iterable[int], shape: InstanceShape) -> int:
+    """Instances needed to hold every replica (first-fit decreasing bin-packing)."""
+    return len(pack(replica_cores, shape))

@@ -48,6 +48,10 @@ class Action:
     live: Any = None
     # The work-queue key this action belongs to: "cluster/<name>" or "deployment/<name>".
     key: str = ""
+    # Service create/update only: the task-definition revision to set on the service.
+    # None = the revision registered by this plan's task-definition `create` action of
+    # the same family (always earlier in the plan, under the same key).
+    task_definition_arn: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -8,8 +8,11 @@ builds `DesiredState` from specs.
 
 Conventions:
 - Tags are plain `{key: value}` mappings on both sides.
-- `content` of a task definition is the `RegisterTaskDefinition` request (botocore
-  camelCase keys, without `tags`), in the canonical form of `normalising`.
+- `content` of a desired task definition is the `RegisterTaskDefinition` request
+  (botocore camelCase keys, without `tags`) exactly as the shell sends it; `content` of a
+  live revision is `normalising.normalise_task_definition` of the described
+  `taskDefinition`. Compare the two with `normalising.same_content`; `content_hash` is
+  taken over the normalised form, so equal content hashes alike on both sides.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ SPEC_HASH_TAG = "ecs-infer:spec-hash"  # hash of the desired fields last applied
 TASK_DEFINITION_HASH_TAG = "ecs-infer:task-definition-hash"  # content hash of a revision
 DELETION_POLICY_TAG = "ecs-infer:deletion-policy"  # so a removed spec's policy is known
 NEURON_CORES_TAG = "ecs-infer:neuron-cores"  # per replica, on task definitions
+# On a service: the ARN of the task-definition revision we last set on it (the shell
+# writes it with the update). A service running another revision has drifted.
+TASK_DEFINITION_TAG = "ecs-infer:task-definition"
 
 
 def is_managed(tags: Mapping[str, str]) -> bool:
@@ -100,8 +106,8 @@ class DesiredCluster:
 class DesiredTaskDefinition:
     family: str
     deployment: str
-    content: Mapping[str, Any]  # RegisterTaskDefinition request without tags, canonical
-    content_hash: str  # sha256 hex prefix of the canonical content
+    content: Mapping[str, Any]  # RegisterTaskDefinition request without tags, as sent
+    content_hash: str  # sha256 hex prefix of the normalised content
     tags: Mapping[str, str]  # ownership + TASK_DEFINITION_HASH_TAG + NEURON_CORES_TAG
 
 
@@ -113,7 +119,9 @@ class DesiredService:
     desired_count: int
     task_family: str
     placement_constraints: tuple[Mapping[str, str], ...]
-    spec_hash: str  # hash of (desired_count, task content hash, placement): see planning
+    # hash of (desired_count, task content hash, deletion policy): the fields we apply
+    # to the service (placement lives in the task definition). See `desired`.
+    spec_hash: str
     tags: Mapping[str, str]  # ownership + SPEC_HASH_TAG + TASK_DEFINITION_HASH_TAG + policy
 
 
@@ -144,6 +152,9 @@ class DesiredDeployment:
 class DesiredState:
     clusters: Mapping[str, DesiredCluster]
     deployments: Mapping[str, DesiredDeployment]
+    # Things the user should know about the specs themselves (e.g. a fleet capped by
+    # maxInstances below what the replicas need); `planning` copies them into the plan.
+    warnings: tuple[str, ...] = ()
 
     @property
     def is_empty(self) -> bool:
