@@ -1,0 +1,434 @@
+"""Reading the live state of the account: facts first, then the observed model.
+
+Owns: every read the controller makes to build `AccountFacts` and `ObservedState`,
+batched and paginated defensively (moto enforces neither the page sizes nor the batch
+limits, real AWS does): `describe_clusters` 100 names per call, `describe_services` 10,
+list calls through paginators at their largest page size.
+Must not: write to AWS, or judge what it reads (managed or not, drifted or not): that is
+the planner's. It does filter on the managed-by tag where AWS can filter server-side
+(security groups, instances), because those are only ever looked up as ours.
+
+Cost of a no-op observe (no families to read): list_clusters + describe_clusters +
+describe_security_groups + describe_instances + per cluster (list_services +
+ceil(services / 10) describe_services). Task definitions are read only for the families
+the planner asks for (`observe_task_definitions`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import structlog
+
+from controller.aws.clients import AwsClients
+from controller.aws.errors import TerminalError, translating_errors
+from controller.core.normalising import normalise_task_definition
+from controller.core.states import (
+    CLUSTER_TAG,
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
+    AccountFacts,
+    IngressRule,
+    LiveCluster,
+    LiveDeployment,
+    LiveInstance,
+    LiveSecurityGroup,
+    LiveService,
+    LiveTaskDefinition,
+    ObservedState,
+)
+
+if TYPE_CHECKING:
+    from types_aiobotocore_ec2.type_defs import FilterTypeDef
+
+log = structlog.get_logger(__name__)
+
+_T = TypeVar("_T")
+
+DESCRIBE_CLUSTERS_BATCH = 100
+DESCRIBE_SERVICES_BATCH = 10
+GET_PARAMETERS_BATCH = 10
+# Port ranges wider than this are kept as their first port only: a managed group never
+# opens ranges, so a wide one is drift either way and need not be expanded.
+MAX_EXPANDED_PORTS = 1024
+LIVE_INSTANCE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
+
+
+def chunks(items: Sequence[_T], size: int) -> list[Sequence[_T]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def ecs_tags(tags: Iterable[Mapping[str, Any]] | None) -> dict[str, str]:
+    return {str(tag["key"]): str(tag.get("value", "")) for tag in tags or ()}
+
+
+def ec2_tags(tags: Iterable[Mapping[str, Any]] | None) -> dict[str, str]:
+    return {str(tag["Key"]): str(tag.get("Value", "")) for tag in tags or ()}
+
+
+def managed_filter() -> FilterTypeDef:
+    return {"Name": f"tag:{MANAGED_BY}", "Values": [MANAGED_BY_VALUE]}
+
+
+async def _gather(aws: Iterable[Awaitable[_T]]) -> list[_T]:
+    return list(await asyncio.gather(*aws))
+
+
+# --- facts ----------------------------------------------------------------------------
+
+
+async def read_facts(
+    clients: AwsClients, *, ami_parameters: Iterable[str], subnet_ids: Iterable[str] = ()
+) -> AccountFacts:
+    """Region, account, VPCs and their CIDRs, subnets, and the AMI ids SSM names.
+
+    `subnet_ids` are those the specs name explicitly (their VPC is looked up); the
+    default VPC's subnets are always read. An SSM parameter that does not exist is a
+    TerminalError: no instance can be launched without its AMI.
+    """
+    account_id = await clients.account_id()
+    with translating_errors():
+        vpcs: list[Mapping[str, Any]] = []
+        async for page in clients.ec2.get_paginator("describe_vpcs").paginate():
+            vpcs.extend(page.get("Vpcs", ()))
+        default_vpc = next((vpc["VpcId"] for vpc in vpcs if vpc.get("IsDefault")), None)
+        named = sorted(set(subnet_ids))
+        subnet_reads: list[Awaitable[list[Mapping[str, Any]]]] = []
+        if default_vpc:
+            subnet_reads.append(
+                _subnets(clients, Filters=[{"Name": "vpc-id", "Values": [default_vpc]}])
+            )
+        if named:
+            subnet_reads.append(_subnets(clients, SubnetIds=named))
+        subnet_lists = await _gather(subnet_reads)
+        ami_ids = await _read_parameters(clients, sorted(set(ami_parameters)))
+    subnet_vpcs: dict[str, str] = {}
+    default_subnets: list[str] = []
+    for subnets in subnet_lists:
+        for subnet in subnets:
+            subnet_vpcs[subnet["SubnetId"]] = subnet["VpcId"]
+            if subnet["VpcId"] == default_vpc:
+                default_subnets.append(subnet["SubnetId"])
+    return AccountFacts(
+        region=clients.region,
+        account_id=account_id,
+        default_vpc_id=default_vpc,
+        vpc_cidrs={vpc["VpcId"]: vpc["CidrBlock"] for vpc in vpcs},
+        subnet_vpcs=dict(sorted(subnet_vpcs.items())),
+        default_subnet_ids=tuple(sorted(set(default_subnets))),
+        ami_ids=ami_ids,
+    )
+
+
+async def _subnets(clients: AwsClients, **kwargs: Any) -> list[Mapping[str, Any]]:
+    subnets: list[Mapping[str, Any]] = []
+    async for page in clients.ec2.get_paginator("describe_subnets").paginate(**kwargs):
+        subnets.extend(page.get("Subnets", ()))
+    return subnets
+
+
+async def _read_parameters(clients: AwsClients, names: Sequence[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    missing: list[str] = []
+    for batch in chunks(names, GET_PARAMETERS_BATCH):
+        response = await clients.ssm.get_parameters(Names=list(batch))
+        for parameter in response.get("Parameters", ()):
+            values[parameter["Name"]] = parameter["Value"]
+        missing.extend(response.get("InvalidParameters", ()))
+    if missing:
+        raise TerminalError(
+            f"SSM parameter(s) not found in {clients.region}: {', '.join(sorted(missing))}",
+            service="ssm",
+            operation="GetParameters",
+            code="ParameterNotFound",
+        )
+    return values
+
+
+# --- observed state -------------------------------------------------------------------
+
+
+async def observe(
+    clients: AwsClients,
+    *,
+    facts: AccountFacts,
+    cluster_names: Iterable[str],
+    families: Iterable[str] = (),
+) -> ObservedState:
+    """The observed model: the clusters named (and every managed one), their ACTIVE
+    services, managed security groups and instances, and the ACTIVE revisions of
+    `families` (none by default: see `observe_task_definitions`)."""
+    with translating_errors():
+        clusters, security_groups, instances, task_definitions = await asyncio.gather(
+            read_clusters(clients, names=cluster_names),
+            read_security_groups(clients),
+            read_instances(clients),
+            read_task_definitions(clients, families=families),
+        )
+        active = sorted(name for name, cluster in clusters.items() if cluster.status == "ACTIVE")
+        per_cluster = await _gather(read_services(clients, cluster=name) for name in active)
+    services = {key: svc for found in per_cluster for key, svc in found.items()}
+    return ObservedState(
+        facts=facts,
+        clusters=clusters,
+        security_groups=security_groups,
+        instances=instances,
+        services=services,
+        task_definitions=task_definitions,
+    )
+
+
+async def observe_task_definitions(
+    clients: AwsClients, observed: ObservedState, *, families: Iterable[str]
+) -> ObservedState:
+    """`observed` with the revisions of `families` read as well (phase 2 of a pass)."""
+    wanted = set(families) - set(observed.task_definitions)
+    if not wanted:
+        return observed
+    with translating_errors():
+        read = await read_task_definitions(clients, families=wanted)
+    return replace(observed, task_definitions={**observed.task_definitions, **read})
+
+
+async def read_clusters(clients: AwsClients, *, names: Iterable[str]) -> dict[str, LiveCluster]:
+    """Clusters named here, plus every cluster carrying the managed-by tag."""
+    named = set(names)
+    arns: list[str] = []
+    async for page in clients.ecs.get_paginator("list_clusters").paginate(
+        PaginationConfig={"PageSize": 100}
+    ):
+        arns.extend(page.get("clusterArns", ()))
+    listed_names = {arn.rsplit("/", 1)[-1] for arn in arns}
+    # A named cluster that is not listed is described by name, so that it shows up in
+    # `failures` (absent) rather than being silently skipped.
+    identifiers = sorted(set(arns)) + sorted(named - listed_names)
+    responses = await _gather(
+        clients.ecs.describe_clusters(clusters=list(batch), include=["TAGS"])
+        for batch in chunks(identifiers, DESCRIBE_CLUSTERS_BATCH)
+    )
+    clusters: dict[str, LiveCluster] = {}
+    for response in responses:
+        for raw in response.get("clusters", ()):
+            cluster = LiveCluster(
+                name=raw["clusterName"],
+                arn=raw["clusterArn"],
+                status=raw.get("status", "ACTIVE"),
+                tags=ecs_tags(raw.get("tags")),
+            )
+            if cluster.name not in named and cluster.tags.get(MANAGED_BY) != MANAGED_BY_VALUE:
+                continue
+            previous = clusters.get(cluster.name)
+            # moto (and briefly real ECS) can list an INACTIVE and an ACTIVE cluster of
+            # one name; the ACTIVE one is the one that matters.
+            if previous is None or previous.status != "ACTIVE":
+                clusters[cluster.name] = cluster
+    return dict(sorted(clusters.items()))
+
+
+async def read_services(clients: AwsClients, *, cluster: str) -> dict[tuple[str, str], LiveService]:
+    """The services of one cluster that are not deleted (ACTIVE, or DRAINING while
+    being deleted), managed or not, by (cluster, name)."""
+    arns: list[str] = []
+    async for page in clients.ecs.get_paginator("list_services").paginate(
+        cluster=cluster, PaginationConfig={"PageSize": 100}
+    ):
+        arns.extend(page.get("serviceArns", ()))
+    raws = await describe_services(clients, cluster=cluster, services=sorted(set(arns)))
+    services: dict[tuple[str, str], LiveService] = {}
+    for raw in raws:
+        if raw.get("status") == "INACTIVE":
+            continue  # deleted; moto lists (and describes) those too
+        service = live_service(raw, cluster=cluster)
+        services[(cluster, service.name)] = service
+    return services
+
+
+async def describe_services(
+    clients: AwsClients, *, cluster: str, services: Sequence[str]
+) -> list[Mapping[str, Any]]:
+    responses = await _gather(
+        clients.ecs.describe_services(cluster=cluster, services=list(batch), include=["TAGS"])
+        for batch in chunks(services, DESCRIBE_SERVICES_BATCH)
+    )
+    return [raw for response in responses for raw in response.get("services", ())]
+
+
+def live_service(raw: Mapping[str, Any], *, cluster: str) -> LiveService:
+    return LiveService(
+        arn=raw["serviceArn"],
+        name=raw["serviceName"],
+        cluster=cluster,
+        status=raw.get("status", "ACTIVE"),
+        desired_count=int(raw.get("desiredCount", 0)),
+        running_count=int(raw.get("runningCount", 0)),
+        pending_count=int(raw.get("pendingCount", 0)),
+        task_definition=raw.get("taskDefinition", ""),
+        deployments=tuple(
+            LiveDeployment(
+                id=d.get("id", ""),
+                status=d.get("status", ""),
+                task_definition=d.get("taskDefinition", ""),
+                desired_count=int(d.get("desiredCount", 0)),
+                running_count=int(d.get("runningCount", 0)),
+                pending_count=int(d.get("pendingCount", 0)),
+                rollout_state=d.get("rolloutState"),
+                rollout_state_reason=d.get("rolloutStateReason"),
+            )
+            for d in raw.get("deployments", ())
+        ),
+        placement_constraints=tuple(
+            {str(k): str(v) for k, v in constraint.items()}
+            for constraint in raw.get("placementConstraints", ())
+        ),
+        tags=ecs_tags(raw.get("tags")),
+    )
+
+
+async def read_security_groups(clients: AwsClients) -> dict[str, LiveSecurityGroup]:
+    """Managed security groups, by their cluster tag (the lowest id wins a duplicate)."""
+    groups: list[LiveSecurityGroup] = []
+    async for page in clients.ec2.get_paginator("describe_security_groups").paginate(
+        Filters=[managed_filter()]
+    ):
+        groups.extend(live_security_group(raw) for raw in page.get("SecurityGroups", ()))
+    by_cluster: dict[str, LiveSecurityGroup] = {}
+    for group in sorted(groups, key=lambda g: g.group_id):
+        cluster = group.tags.get(CLUSTER_TAG)
+        if not cluster:
+            continue
+        if cluster in by_cluster:
+            log.warning(
+                "observe.duplicate_security_group",
+                cluster=cluster,
+                kept=by_cluster[cluster].group_id,
+                ignored=group.group_id,
+            )
+            continue
+        by_cluster[cluster] = group
+    return by_cluster
+
+
+def live_security_group(raw: Mapping[str, Any]) -> LiveSecurityGroup:
+    return LiveSecurityGroup(
+        group_id=raw["GroupId"],
+        name=raw.get("GroupName", ""),
+        vpc_id=raw.get("VpcId", ""),
+        ingress=frozenset(ingress_rules(raw.get("IpPermissions", ()))),
+        tags=ec2_tags(raw.get("Tags")),
+    )
+
+
+def ingress_rules(permissions: Iterable[Mapping[str, Any]]) -> list[IngressRule]:
+    """One rule per (port, CIDR); port ranges expanded, "all traffic" as port -1."""
+    rules: list[IngressRule] = []
+    for permission in permissions:
+        protocol = str(permission.get("IpProtocol", "-1"))
+        first = int(permission.get("FromPort", -1))
+        last = int(permission.get("ToPort", first))
+        if first < 0 or protocol == "-1":
+            ports = [-1]
+        elif last - first >= MAX_EXPANDED_PORTS:
+            ports = [first]
+        else:
+            ports = list(range(first, last + 1))
+        for cidr in permission.get("IpRanges", ()):
+            rules.extend(IngressRule(port, cidr["CidrIp"], protocol) for port in ports)
+    return sorted(set(rules))
+
+
+async def read_instances(clients: AwsClients) -> dict[str, tuple[LiveInstance, ...]]:
+    """Managed instances that are not terminated, by their cluster tag, oldest first."""
+    by_cluster: dict[str, list[LiveInstance]] = defaultdict(list)
+    for raw in await describe_managed_instances(clients):
+        instance = live_instance(raw)
+        cluster = instance.tags.get(CLUSTER_TAG)
+        if cluster:
+            by_cluster[cluster].append(instance)
+    return {
+        cluster: tuple(sorted(found, key=lambda i: (i.launch_time, i.instance_id)))
+        for cluster, found in sorted(by_cluster.items())
+    }
+
+
+async def describe_managed_instances(
+    clients: AwsClients, *, cluster: str | None = None, states: Sequence[str] = LIVE_INSTANCE_STATES
+) -> list[Mapping[str, Any]]:
+    filters: list[FilterTypeDef] = [
+        managed_filter(),
+        {"Name": "instance-state-name", "Values": list(states)},
+    ]
+    if cluster is not None:
+        filters.append({"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster]})
+    found: list[Mapping[str, Any]] = []
+    async for page in clients.ec2.get_paginator("describe_instances").paginate(
+        Filters=filters, PaginationConfig={"PageSize": 1000}
+    ):
+        for reservation in page.get("Reservations", ()):
+            found.extend(reservation.get("Instances", ()))
+    return found
+
+
+def live_instance(raw: Mapping[str, Any]) -> LiveInstance:
+    lifecycle: Literal["spot", "on-demand"] = (
+        "spot" if raw.get("InstanceLifecycle") == "spot" else "on-demand"
+    )
+    launched = raw.get("LaunchTime")
+    return LiveInstance(
+        instance_id=raw["InstanceId"],
+        state=raw.get("State", {}).get("Name", "pending"),
+        instance_type=raw.get("InstanceType", ""),
+        image_id=raw.get("ImageId", ""),
+        lifecycle=lifecycle,
+        private_ip=raw.get("PrivateIpAddress"),
+        launch_time=launched.timestamp() if launched is not None else 0.0,
+        tags=ec2_tags(raw.get("Tags")),
+    )
+
+
+async def read_task_definitions(
+    clients: AwsClients, *, families: Iterable[str]
+) -> dict[str, tuple[LiveTaskDefinition, ...]]:
+    """ACTIVE revisions of exactly these families (not of every family sharing the
+    prefix), oldest first; a family with none maps to an empty tuple."""
+    wanted = sorted(set(families))
+    found = await _gather(read_family(clients, family=family) for family in wanted)
+    return dict(zip(wanted, found, strict=True))
+
+
+async def read_family(clients: AwsClients, *, family: str) -> tuple[LiveTaskDefinition, ...]:
+    arns: list[str] = []
+    async for page in clients.ecs.get_paginator("list_task_definitions").paginate(
+        familyPrefix=family, status="ACTIVE", sort="ASC", PaginationConfig={"PageSize": 100}
+    ):
+        arns.extend(arn for arn in page.get("taskDefinitionArns", ()) if family_of(arn) == family)
+    described = await _gather(describe_task_definition(clients, arn=arn) for arn in arns)
+    revisions = [revision for revision in described if revision is not None]
+    return tuple(sorted(revisions, key=lambda r: r.revision))
+
+
+async def describe_task_definition(clients: AwsClients, *, arn: str) -> LiveTaskDefinition | None:
+    response = await clients.ecs.describe_task_definition(taskDefinition=arn, include=["TAGS"])
+    return live_task_definition(response)
+
+
+def live_task_definition(response: Mapping[str, Any]) -> LiveTaskDefinition | None:
+    raw = response.get("taskDefinition")
+    if not raw:
+        return None
+    return LiveTaskDefinition(
+        arn=raw["taskDefinitionArn"],
+        family=raw["family"],
+        revision=int(raw["revision"]),
+        status=raw.get("status", "ACTIVE"),
+        content=normalise_task_definition(raw),
+        tags=ecs_tags(response.get("tags")),
+    )
+
+
+def family_of(task_definition_arn: str) -> str:
+    """`arn:aws:ecs:r:a:task-definition/ecs-neuron:3` -> `ecs-neuron`."""
+    return task_definition_arn.rsplit("/", 1)[-1].rsplit(":", 1)[0]

@@ -1,0 +1,124 @@
+"""One reconcile pass over a whole spec folder: read, plan, and (when asked) apply.
+
+Owns: the order of a pass, as a pipeline of reusable steps
+
+    read_facts ─▶ desired_state ─▶ observe ─▶ families_to_read ─▶ observe families
+        ─▶ plan ─▶ apply
+
+used by `ecs-infer plan` / `apply` and the sandbox. A per-key runner reuses the same
+steps: `read_world` once per resync, then `plan_cluster` / `plan_deployment` (or
+`world.plan.for_key`) and `apply_plan` per key.
+Must not: decide anything itself (the core plans), retry, or wait for rollouts.
+
+An empty spec folder never deletes anything: the planner drops deletes for it, and this
+module drops every action as well, as a second guard (CONTRACT §5).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import structlog
+
+from controller.aws.applying import ApplyReport, apply_plan
+from controller.aws.clients import AwsClients
+from controller.aws.errors import TerminalError
+from controller.aws.observing import observe, observe_task_definitions, read_facts
+from controller.core.desired import DesiredStateError, ami_parameters_needed, desired_state
+from controller.core.planning import EMPTY_SPECS_WARNING, families_to_read, plan
+from controller.core.plans import Plan
+from controller.core.states import DesiredState, ObservedState
+from controller.specs.loading import SpecSet
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class World:
+    """What a pass knows before it plans: the desired and the observed state."""
+
+    desired: DesiredState
+    observed: ObservedState
+
+
+@dataclass(frozen=True, kw_only=True)
+class PassResult:
+    world: World
+    plan: Plan
+    report: ApplyReport | None  # None when the pass only planned
+    duration_s: float
+
+    @property
+    def desired(self) -> DesiredState:
+        return self.world.desired
+
+    @property
+    def observed(self) -> ObservedState:
+        return self.world.observed
+
+    @property
+    def in_sync(self) -> bool:
+        return self.plan.in_sync
+
+    @property
+    def ok(self) -> bool:
+        return self.report is None or self.report.ok
+
+
+async def read_world(specs: SpecSet, *, clients: AwsClients) -> World:
+    """Facts, the desired state, and the observed state with the task-definition
+    families the planner needs (a pass in sync reads none)."""
+    subnet_ids = {subnet for c in specs.clusters.values() for subnet in c.spec.subnetIds}
+    facts = await read_facts(
+        clients, ami_parameters=ami_parameters_needed(specs), subnet_ids=subnet_ids
+    )
+    try:
+        desired = desired_state(specs, facts)
+    except DesiredStateError as exc:
+        raise TerminalError(str(exc)) from exc
+    cluster_names = set(desired.clusters) | {d.cluster for d in desired.deployments.values()}
+    observed = await observe(clients, facts=facts, cluster_names=cluster_names)
+    families = families_to_read(desired, observed)
+    if families:
+        observed = await observe_task_definitions(clients, observed, families=families)
+    return World(desired=desired, observed=observed)
+
+
+def guard_empty(specs: SpecSet, planned: Plan) -> Plan:
+    """No action at all for an empty folder, whatever the planner said."""
+    if not specs.is_empty or not planned.actions:
+        return planned
+    warnings = planned.warnings
+    if EMPTY_SPECS_WARNING not in warnings:
+        warnings = (EMPTY_SPECS_WARNING, *warnings)
+    return Plan(actions=(), detected_drift=planned.detected_drift, warnings=warnings)
+
+
+async def reconcile_pass(specs: SpecSet, *, clients: AwsClients, apply: bool) -> PassResult:
+    """One pass over every key: plan, and when `apply`, carry the plan out.
+
+    AWS failures leave as TransientError / TerminalError from the reads; a failed action
+    is in `result.report` (`report.raise_for_error()` to raise it).
+    """
+    started = time.monotonic()
+    world = await read_world(specs, clients=clients)
+    planned = guard_empty(specs, plan(world.desired, world.observed))
+    report = None
+    if apply and planned.actions:
+        report = await apply_plan(clients, planned, observed=world.observed)
+    elif apply:
+        report = ApplyReport()
+    result = PassResult(
+        world=world, plan=planned, report=report, duration_s=time.monotonic() - started
+    )
+    log.info(
+        "reconcile.pass_finished",
+        apply=apply,
+        actions=len(planned.actions),
+        drift_detected=len(planned.detected_drift),
+        outcomes=report.counts() if report is not None else None,
+        error=str(report.error) if report is not None and report.error else None,
+        duration_ms=round(result.duration_s * 1000),
+    )
+    return result

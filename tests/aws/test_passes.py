@@ -1,0 +1,167 @@
+"""A whole pass on the walkthrough, from an empty emulated account (testing ring 2)."""
+
+from __future__ import annotations
+
+import base64
+
+from aws_helpers import (
+    CLUSTER,
+    EXECUTION_ROLE,
+    FAMILY,
+    IMAGE,
+    INF1_AMI_PARAMETER,
+    SERVICE,
+    demo_specs,
+    tags_of,
+)
+
+from controller.aws.clients import AwsClients, RequestCounter
+from controller.aws.passes import reconcile_pass
+from controller.sandbox.emulator import Emulator
+
+
+async def test_plan_from_empty_account_lists_the_walkthrough(clients: AwsClients) -> None:
+    result = await reconcile_pass(demo_specs(), clients=clients, apply=False)
+    got = [(a.verb, a.resource) for a in result.plan.actions]
+    assert got == [
+        ("create", "cluster"),
+        ("create", "security-group"),
+        ("create", "instance"),
+        ("create", "instance"),
+        ("create", "task-definition"),
+        ("create", "service"),
+    ]
+    assert result.report is None
+
+
+async def test_apply_creates_the_walkthrough(
+    aws: Emulator, clients: AwsClients, counter: RequestCounter
+) -> None:
+    result = await reconcile_pass(demo_specs(), clients=clients, apply=True)
+    assert result.report is not None and result.report.ok, result.report
+    assert [item.outcome for item in result.report.applied] == ["created"] * 6
+
+    ecs, ec2, ssm = aws.boto3_client("ecs"), aws.boto3_client("ec2"), aws.boto3_client("ssm")
+    cluster = ecs.describe_clusters(clusters=[CLUSTER], include=["TAGS"])["clusters"][0]
+    assert cluster["status"] == "ACTIVE"
+    assert tags_of(cluster["tags"])["ecs-infer:managed-by"] == "ecs-infer"
+
+    ami = ssm.get_parameter(Name=INF1_AMI_PARAMETER)["Parameter"]["Value"]
+    groups = ec2.describe_security_groups(
+        Filters=[{"Name": "tag:ecs-infer:cluster", "Values": [CLUSTER]}]
+    )["SecurityGroups"]
+    assert len(groups) == 1
+    group = groups[0]
+    vpc_cidr = ec2.describe_vpcs(VpcIds=[group["VpcId"]])["Vpcs"][0]["CidrBlock"]
+    ports = {(p["FromPort"], r["CidrIp"]) for p in group["IpPermissions"] for r in p["IpRanges"]}
+    assert ports == {(8500, vpc_cidr), (8501, vpc_cidr)}
+
+    reservations = ec2.describe_instances(
+        Filters=[{"Name": "tag:ecs-infer:cluster", "Values": [CLUSTER]}]
+    )["Reservations"]
+    instances = [i for r in reservations for i in r["Instances"]]
+    assert len(instances) == 2
+    for instance in instances:
+        assert instance["ImageId"] == ami
+        assert instance["InstanceType"] == "inf1.xlarge"
+        assert instance["InstanceLifecycle"] == "spot"
+        assert instance["KeyName"] == "admin"
+        assert instance["IamInstanceProfile"]["Arn"].endswith("/ecsInstanceRole")
+        assert [g["GroupId"] for g in instance["SecurityGroups"]] == [group["GroupId"]]
+        tags = tags_of(instance["Tags"], key="Key")
+        assert tags["Name"] == CLUSTER
+        assert tags["ecs-infer:managed-by"] == "ecs-infer"
+        user_data = ec2.describe_instance_attribute(
+            InstanceId=instance["InstanceId"], Attribute="userData"
+        )["UserData"]["Value"]
+        assert (
+            f"echo ECS_CLUSTER={CLUSTER} >> /etc/ecs/ecs.config"
+            in base64.b64decode(user_data).decode()
+        )
+    # Spread: two instances, two different subnets.
+    assert len({i["SubnetId"] for i in instances}) == 2
+
+    described = ecs.describe_task_definition(taskDefinition=FAMILY, include=["TAGS"])
+    task = described["taskDefinition"]
+    assert task["revision"] == 1
+    assert task["executionRoleArn"] == EXECUTION_ROLE
+    containers = {c["name"]: c for c in task["containerDefinitions"]}
+    assert set(containers) == {"bert", "neuron-rtd"}
+    assert containers["bert"]["image"] == IMAGE
+    assert containers["bert"]["memoryReservation"] == 1000
+    assert {m["containerPort"] for m in containers["bert"]["portMappings"]} == {8500, 8501}
+    assert {"name": "NEURON_RTD_ADDRESS", "value": "unix:/sock/neuron-rtd.sock"} in containers[
+        "bert"
+    ]["environment"]
+    assert set(containers["neuron-rtd"]["linuxParameters"]["capabilities"]["add"]) == {
+        "SYS_ADMIN",
+        "IPC_LOCK",
+    }
+    assert tags_of(described["tags"])["ecs-infer:managed-by"] == "ecs-infer"
+
+    service = ecs.describe_services(cluster=CLUSTER, services=[SERVICE], include=["TAGS"])[
+        "services"
+    ][0]
+    assert service["desiredCount"] == 1
+    assert service["launchType"] == "EC2"
+    assert service["taskDefinition"] == task["taskDefinitionArn"]
+    service_tags = tags_of(service["tags"])
+    assert service_tags["ecs-infer:task-definition"] == task["taskDefinitionArn"]
+    assert service_tags["ecs-infer:deployment"] == "bert"
+
+
+async def test_second_pass_is_empty_and_writes_nothing(
+    clients: AwsClients, counter: RequestCounter
+) -> None:
+    await reconcile_pass(demo_specs(), clients=clients, apply=True)
+    again = await reconcile_pass(demo_specs(), clients=clients, apply=False)
+    assert again.plan.actions == (), [a.sentence() for a in again.plan.actions]
+    counter.reset()
+    noop = await reconcile_pass(demo_specs(), clients=clients, apply=True)
+    assert noop.plan.in_sync
+    assert counter.writes() == {}
+    assert counter.total <= 12, counter.by_operation()
+    # An in-sync pass reads no task definitions at all.
+    assert counter.count("ecs.ListTaskDefinitions") == 0
+    assert counter.count("ecs.DescribeTaskDefinition") == 0
+
+
+async def test_changing_replicas_is_one_update(clients: AwsClients, aws: Emulator) -> None:
+    await reconcile_pass(demo_specs(), clients=clients, apply=True)
+    changed = await reconcile_pass(demo_specs(replicas=2), clients=clients, apply=True)
+    assert [(a.verb, a.resource, a.reason) for a in changed.plan.actions] == [
+        ("update", "service", "spec change")
+    ]
+    service = aws.boto3_client("ecs").describe_services(cluster=CLUSTER, services=[SERVICE])
+    assert service["services"][0]["desiredCount"] == 2
+    after = await reconcile_pass(demo_specs(replicas=2), clients=clients, apply=False)
+    assert after.plan.in_sync, [a.sentence() for a in after.plan.actions]
+
+
+async def test_out_of_band_desired_count_is_drift_and_corrected(
+    clients: AwsClients, aws: Emulator
+) -> None:
+    await reconcile_pass(demo_specs(), clients=clients, apply=True)
+    ecs = aws.boto3_client("ecs")
+    ecs.update_service(cluster=CLUSTER, service=SERVICE, desiredCount=5)
+    drifted = await reconcile_pass(demo_specs(), clients=clients, apply=True)
+    assert [(a.verb, a.resource, a.reason) for a in drifted.plan.actions] == [
+        ("update", "service", "drift")
+    ]
+    fields = {f.path: (f.before, f.after) for f in drifted.plan.actions[0].fields}
+    assert fields["desiredCount"] == (5, 1)
+    assert (
+        ecs.describe_services(cluster=CLUSTER, services=[SERVICE])["services"][0]["desiredCount"]
+        == 1
+    )
+
+
+async def test_empty_specs_delete_nothing(clients: AwsClients, counter: RequestCounter) -> None:
+    from controller.specs.loading import SpecSet
+
+    await reconcile_pass(demo_specs(), clients=clients, apply=True)
+    counter.reset()
+    empty = await reconcile_pass(SpecSet(), clients=clients, apply=True)
+    assert empty.plan.actions == ()
+    assert counter.writes() == {}
+    assert any("empty" in warning for warning in empty.plan.warnings)
