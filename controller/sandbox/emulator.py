@@ -86,15 +86,25 @@ class _Serialised:
 
 
 class _LoopbackMotoServer(ThreadedMotoServer):
-    """ThreadedMotoServer with its requests serialised by `BACKEND_LOCK`."""
+    """ThreadedMotoServer with its requests serialised by `BACKEND_LOCK`, binding in
+    `start()` (so a taken port raises OSError there, instead of hanging), and closing
+    its socket on `stop()`."""
 
-    def _server_entry(self) -> None:
+    def start(self) -> None:
         app = _Serialised(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(
             self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
         )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="moto-server", daemon=True
+        )
+        self._thread.start()
         self._server_ready_event.set()
-        self._server.serve_forever()
+
+    def stop(self) -> None:
+        super().stop()
+        if self._server is not None:
+            self._server.server_close()
 
 
 @dataclass
