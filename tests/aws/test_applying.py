@@ -1,0 +1,300 @@
+"""Applying plans on moto: idempotency by reading before writing, ownership, fallbacks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aws_helpers import (
+    CLUSTER,
+    FAMILY,
+    SERVICE,
+    Fault,
+    cluster_spec,
+    demo_specs,
+    deployment_spec,
+    fault_front,
+    tags_of,
+)
+
+from controller.aws.applying import REPLACES_TAG, apply_plan
+from controller.aws.clients import AwsClients, AwsSettings, RequestCounter
+from controller.aws.errors import TerminalError, TransientError
+from controller.aws.observing import live_service
+from controller.aws.passes import read_world, reconcile_pass
+from controller.core.plans import Action, Plan
+from controller.sandbox.emulator import Emulator
+from controller.specs.loading import SpecSet
+
+
+def inventory(aws: Emulator) -> dict[str, Any]:
+    """Everything of the walkthrough that exists, counted by kind."""
+    ecs, ec2 = aws.boto3_client("ecs"), aws.boto3_client("ec2")
+    clusters = ecs.describe_clusters(clusters=ecs.list_clusters()["clusterArns"])["clusters"]
+    reservations = ec2.describe_instances(
+        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+    )["Reservations"]
+    services = []
+    for cluster in clusters:
+        arns = ecs.list_services(cluster=cluster["clusterName"])["serviceArns"]
+        if arns:
+            described = ecs.describe_services(cluster=cluster["clusterName"], services=arns)
+            services += [s for s in described["services"] if s["status"] == "ACTIVE"]
+    groups = ec2.describe_security_groups(
+        Filters=[{"Name": "tag:ecs-infer:managed-by", "Values": ["ecs-infer"]}]
+    )["SecurityGroups"]
+    return {
+        "clusters": sorted(c["clusterName"] for c in clusters if c["status"] == "ACTIVE"),
+        "security_groups": len(groups),
+        "instances": sum(len(r["Instances"]) for r in reservations),
+        "revisions": len(
+            ecs.list_task_definitions(familyPrefix=FAMILY, status="ACTIVE")["taskDefinitionArns"]
+        ),
+        "services": sorted(s["serviceName"] for s in services),
+    }
+
+
+WALKTHROUGH = {
+    "clusters": [CLUSTER],
+    "security_groups": 1,
+    "instances": 2,
+    "revisions": 1,
+    "services": [SERVICE],
+}
+
+
+@pytest.mark.parametrize("done", [1, 2, 3, 4, 5])
+async def test_crash_mid_pass_then_a_new_pass_creates_no_duplicates(
+    aws: Emulator, clients: AwsClients, done: int
+) -> None:
+    first = await reconcile_pass(demo_specs(), clients=clients, apply=False)
+    partial = await apply_plan(clients, Plan(actions=first.plan.actions[:done]))
+    assert partial.ok and len(partial.applied) == done
+    resumed = await reconcile_pass(demo_specs(), clients=clients, apply=True)
+    assert resumed.report is not None and resumed.report.ok
+    assert len(resumed.plan.actions) == 6 - done
+    assert inventory(aws) == WALKTHROUGH
+    final = await reconcile_pass(demo_specs(), clients=clients, apply=False)
+    assert final.plan.in_sync
+
+
+async def test_a_stale_plan_applied_twice_changes_nothing_the_second_time(
+    aws: Emulator, clients: AwsClients, counter: RequestCounter
+) -> None:
+    """The pass crashed after applying everything but before recording it: the same plan
+    runs again. Every create re-reads AWS and finds its intent met."""
+    world = await read_world(demo_specs(), clients=clients)
+    from controller.core.planning import plan
+
+    planned = plan(world.desired, world.observed)
+    await apply_plan(clients, planned, observed=world.observed)
+    counter.reset()
+    again = await apply_plan(clients, planned, observed=world.observed)
+    assert again.ok, again.error
+    assert [item.outcome for item in again.applied] == ["unchanged"] * 6
+    assert counter.writes() == {}
+    assert inventory(aws) == WALKTHROUGH
+
+
+async def test_unmanaged_same_named_service_is_left_alone(
+    aws: Emulator, clients: AwsClients, counter: RequestCounter
+) -> None:
+    # Our cluster, but someone else's service of the same name in it.
+    cluster_only = SpecSet(clusters=demo_specs().clusters)
+    await reconcile_pass(cluster_only, clients=clients, apply=True)
+    ecs = aws.boto3_client("ecs")
+    theirs = ecs.register_task_definition(
+        family="theirs", containerDefinitions=[{"name": "x", "image": "x", "memory": 64}]
+    )["taskDefinition"]["taskDefinitionArn"]
+    ecs.create_service(cluster=CLUSTER, serviceName=SERVICE, taskDefinition=theirs, desiredCount=3)
+
+    counter.reset()
+    result = await reconcile_pass(demo_specs(), clients=clients, apply=True)
+    assert not any(a.resource == "service" for a in result.plan.actions)
+    assert any("not managed" in w for w in result.plan.warnings)
+    assert counter.count("CreateService") == counter.count("UpdateService") == 0
+    service = ecs.describe_services(cluster=CLUSTER, services=[SERVICE], include=["TAGS"])
+    live = service["services"][0]
+    assert (live["taskDefinition"], live["desiredCount"]) == (theirs, 3)
+    assert not live.get("tags")
+
+    # Even a plan that asks for it is refused: the shell re-reads the live tags.
+    desired = result.desired.deployments["bert"].service
+    forced = Plan(
+        actions=(
+            Action(
+                verb="update",
+                resource="service",
+                id=SERVICE,
+                reason="drift",
+                cluster=CLUSTER,
+                deployment="bert",
+                desired=desired,
+                live=live_service(live, cluster=CLUSTER),
+                key="deployment/bert",
+                task_definition_arn=theirs,
+            ),
+            Action(
+                verb="delete",
+                resource="service",
+                id=SERVICE,
+                reason="orphan",
+                cluster=CLUSTER,
+                live=live_service(live, cluster=CLUSTER),
+                key="deployment/bert",
+            ),
+        )
+    )
+    counter.reset()
+    report = await apply_plan(clients, forced)
+    assert isinstance(report.error, TerminalError)
+    assert "not ours" in str(report.error)
+    assert [a.verb for a in report.not_attempted] == ["delete"]
+    assert counter.writes() == {}
+
+
+async def test_unmanaged_same_named_cluster_is_never_recreated(
+    aws: Emulator, clients: AwsClients, counter: RequestCounter
+) -> None:
+    aws.boto3_client("ecs").create_cluster(clusterName=CLUSTER)
+    result = await reconcile_pass(demo_specs(), clients=clients, apply=True)
+    assert counter.count("CreateCluster") == 0
+    assert not any(a.resource == "cluster" for a in result.plan.actions)
+    # A forced create is refused too, rather than replacing their cluster.
+    desired = result.desired.clusters[CLUSTER]
+    forced = Plan(
+        actions=(
+            Action(
+                verb="create",
+                resource="cluster",
+                id=CLUSTER,
+                reason="missing",
+                cluster=CLUSTER,
+                desired=desired,
+                key=f"cluster/{CLUSTER}",
+            ),
+        )
+    )
+    report = await apply_plan(clients, forced)
+    assert isinstance(report.error, TerminalError)
+    assert counter.count("CreateCluster") == 0
+
+
+async def test_removed_deployment_deletes_its_service_and_revisions(
+    aws: Emulator, clients: AwsClients
+) -> None:
+    await reconcile_pass(demo_specs(), clients=clients, apply=True)
+    cluster_only = SpecSet(clusters=demo_specs().clusters)
+    result = await reconcile_pass(cluster_only, clients=clients, apply=True)
+    assert [(a.verb, a.resource) for a in result.plan.for_key("deployment/bert").actions] == [
+        ("delete", "service"),
+        ("delete", "task-definition"),
+    ]
+    assert result.report is not None and result.report.ok
+    # The model ports go with the last deployment: the group is updated, not deleted.
+    assert [(a.verb, a.resource) for a in result.plan.for_key(f"cluster/{CLUSTER}").actions] == [
+        ("update", "security-group")
+    ]
+    assert inventory(aws) == {**WALKTHROUGH, "services": [], "revisions": 0}
+    assert (await reconcile_pass(cluster_only, clients=clients, apply=False)).plan.in_sync
+
+
+async def test_instance_type_change_replaces_each_instance_once(
+    aws: Emulator, clients: AwsClients, counter: RequestCounter
+) -> None:
+    await reconcile_pass(demo_specs(), clients=clients, apply=True)
+    bigger = cluster_spec(
+        capacity={
+            "instanceType": "inf1.2xlarge",
+            "market": "spot",
+            "onDemandFallback": True,
+            "minInstances": 2,
+            "maxInstances": 10,
+        }
+    )
+    specs = SpecSet(clusters={CLUSTER: bigger}, deployments=demo_specs().deployments)
+    world = await read_world(specs, clients=clients)
+    from controller.core.planning import plan
+
+    planned = Plan(
+        actions=tuple(
+            a for a in plan(world.desired, world.observed).actions if a.resource == "instance"
+        )
+    )
+    assert [a.verb for a in planned.actions] == ["replace", "replace"]
+    counter.reset()
+    report = await apply_plan(clients, planned, observed=world.observed)
+    assert report.ok, report.error
+    assert counter.count("RunInstances") == 2
+    # The same (now stale) plan again: the replacements are found by their tag.
+    again = await apply_plan(clients, planned, observed=world.observed)
+    assert again.ok and counter.count("RunInstances") == 2
+    ec2 = aws.boto3_client("ec2")
+    alive = [
+        i
+        for r in ec2.describe_instances(
+            Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+        )["Reservations"]
+        for i in r["Instances"]
+    ]
+    assert sorted(i["InstanceType"] for i in alive) == ["inf1.2xlarge", "inf1.2xlarge"]
+    replaced = {tags_of(i["Tags"], key="Key")[REPLACES_TAG] for i in alive}
+    assert replaced == {a.live.instance_id for a in planned.actions}
+
+
+async def test_spot_refused_everywhere_falls_back_to_on_demand(aws: Emulator) -> None:
+    counter = RequestCounter()
+    with fault_front() as (endpoint, faults):
+        faults.add(
+            "RunInstances",
+            Fault(
+                status="500 Internal Server Error",
+                code="InsufficientInstanceCapacity",
+                times=100,
+                when="InstanceMarketOptions",
+            ),
+        )
+        settings = AwsSettings(max_attempts=1, endpoint_url=endpoint)
+        async with AwsClients(settings=settings, on_request=counter) as clients:
+            result = await reconcile_pass(demo_specs(), clients=clients, apply=True)
+    assert result.report is not None and result.report.ok, result.report.error
+    instances = [item for item in result.report.applied if item.action.resource == "instance"]
+    assert [item.detail.split(" ")[0] for item in instances] == ["on-demand", "on-demand"]
+    # Spot was tried in every default subnet first (6 in moto's us-east-1), per instance.
+    assert counter.count("RunInstances", outcome="error") == 2 * 6
+    reservations = aws.boto3_client("ec2").describe_instances(
+        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+    )["Reservations"]
+    assert all("InstanceLifecycle" not in i for r in reservations for i in r["Instances"])
+
+
+async def test_spot_refused_without_fallback_is_a_transient_error(aws: Emulator) -> None:
+    specs = SpecSet(
+        clusters={
+            CLUSTER: cluster_spec(
+                capacity={
+                    "instanceType": "inf1.xlarge",
+                    "market": "spot",
+                    "onDemandFallback": False,
+                    "minInstances": 1,
+                    "maxInstances": 2,
+                }
+            )
+        },
+        deployments={"bert": deployment_spec()},
+    )
+    with fault_front() as (endpoint, faults):
+        faults.add(
+            "RunInstances",
+            Fault(status="400 Bad Request", code="SpotMaxPriceTooLow", times=100),
+        )
+        settings = AwsSettings(max_attempts=1, endpoint_url=endpoint)
+        async with AwsClients(settings=settings) as clients:
+            result = await reconcile_pass(specs, clients=clients, apply=True)
+    assert result.report is not None
+    assert isinstance(result.report.error, TransientError)
+    assert result.report.failed is not None and result.report.failed.resource == "instance"
+    # The task definition and service were not attempted after the failure.
+    assert {a.resource for a in result.report.not_attempted} == {"task-definition", "service"}
+    with pytest.raises(TransientError):
+        result.report.raise_for_error()
