@@ -111,12 +111,24 @@ class Account:
         task = self.backend_task(cluster, arn)
         if host_port is not None:
             task.containers[0].network_bindings = [
-                {"bindIP": "0.0.0.0", "containerPort": GRPC_PORT, "hostPort": host_port,
-                 "protocol": "tcp"},
-                {"bindIP": "::", "containerPort": GRPC_PORT, "hostPort": host_port,
-                 "protocol": "tcp"},
-                {"bindIP": "0.0.0.0", "containerPort": 8501, "hostPort": host_port + 1,
-                 "protocol": "tcp"},
+                {
+                    "bindIP": "0.0.0.0",
+                    "containerPort": GRPC_PORT,
+                    "hostPort": host_port,
+                    "protocol": "tcp",
+                },
+                {
+                    "bindIP": "::",
+                    "containerPort": GRPC_PORT,
+                    "hostPort": host_port,
+                    "protocol": "tcp",
+                },
+                {
+                    "bindIP": "0.0.0.0",
+                    "containerPort": 8501,
+                    "hostPort": host_port + 1,
+                    "protocol": "tcp",
+                },
             ]
         task.last_status = status
         return arn
@@ -160,7 +172,9 @@ async def clients(aws: Emulator) -> Any:
 
 def _target(deployment: str, cluster: str = "inf", service: str | None = None) -> DiscoveryTarget:
     return DiscoveryTarget(
-        deployment=deployment, cluster=cluster, service=service or deployment,
+        deployment=deployment,
+        cluster=cluster,
+        service=service or deployment,
         container_port=GRPC_PORT,
     )
 
@@ -184,10 +198,26 @@ async def test_bridge_tasks_resolve_to_instance_address_and_host_port(
     endpoints = await discover_endpoints(clients, targets=[_target("bert")])
 
     assert endpoints == [
-        Endpoint(deployment="bert", cluster="inf", service="bert", task_arn=t1,
-                 host="127.0.0.2", port=32768, task_definition_arn=bert, last_status="RUNNING"),
-        Endpoint(deployment="bert", cluster="inf", service="bert", task_arn=t2,
-                 host="127.0.0.3", port=32769, task_definition_arn=bert, last_status="RUNNING"),
+        Endpoint(
+            deployment="bert",
+            cluster="inf",
+            service="bert",
+            task_arn=t1,
+            host="127.0.0.2",
+            port=32768,
+            task_definition_arn=bert,
+            last_status="RUNNING",
+        ),
+        Endpoint(
+            deployment="bert",
+            cluster="inf",
+            service="bert",
+            task_arn=t2,
+            host="127.0.0.3",
+            port=32769,
+            task_definition_arn=bert,
+            last_status="RUNNING",
+        ),
     ]
     assert [e.address for e in endpoints] == ["127.0.0.2:32768", "127.0.0.3:32769"]
     assert all(is_loopback(e.host) for e in endpoints)
@@ -200,10 +230,13 @@ async def test_grouping_by_service_with_two_targets_in_one_cluster(
     _, ci = account.instance("inf", address="127.0.0.4")
     bert = account.task_definition("bert")
     tasks = {
-        "bert": [account.start_task("inf", "bert-svc", bert, ci, host_port=p)
-                 for p in (40000, 40001)],
-        "gpt": [account.start_task("inf", "gpt-svc", bert, ci, host_port=p)
-                for p in (40002, 40003, 40004)],
+        "bert": [
+            account.start_task("inf", "bert-svc", bert, ci, host_port=p) for p in (40000, 40001)
+        ],
+        "gpt": [
+            account.start_task("inf", "gpt-svc", bert, ci, host_port=p)
+            for p in (40002, 40003, 40004)
+        ],
     }
     account.start_task("inf", "unrelated", bert, ci, host_port=40005)
 
