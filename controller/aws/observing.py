@@ -55,6 +55,9 @@ GET_PARAMETERS_BATCH = 10
 # Port ranges wider than this are kept as their first port only: a managed group never
 # opens ranges, so a wide one is drift either way and need not be expanded.
 MAX_EXPANDED_PORTS = 1024
+# From this many families to read, list the account's families first (see
+# `read_task_definitions`).
+LIST_FAMILIES_FROM = 10
 LIVE_INSTANCE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
 
 
@@ -395,8 +398,24 @@ async def read_task_definitions(
     """ACTIVE revisions of exactly these families (not of every family sharing the
     prefix), oldest first; a family with none maps to an empty tuple."""
     wanted = sorted(set(families))
-    found = await _gather(read_family(clients, family=family) for family in wanted)
-    return dict(zip(wanted, found, strict=True))
+    present = set(wanted)
+    if len(wanted) >= LIST_FAMILIES_FROM:
+        # Many families at once (a cold start): one listing of the account's families
+        # is cheaper than one list_task_definitions per family that mostly do not exist.
+        present &= await list_families(clients)
+    found = await _gather(read_family(clients, family=family) for family in sorted(present))
+    revisions = dict(zip(sorted(present), found, strict=True))
+    return {family: revisions.get(family, ()) for family in wanted}
+
+
+async def list_families(clients: AwsClients) -> set[str]:
+    """Families with ACTIVE revisions (moto ignores the status: a superset there)."""
+    families: set[str] = set()
+    async for page in clients.ecs.get_paginator("list_task_definition_families").paginate(
+        status="ACTIVE", PaginationConfig={"PageSize": 100}
+    ):
+        families.update(page.get("families", ()))
+    return families
 
 
 async def read_family(clients: AwsClients, *, family: str) -> tuple[LiveTaskDefinition, ...]:
