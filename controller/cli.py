@@ -178,6 +178,107 @@ def probe(
 
 
 @cli.command()
+@click.argument("path", type=SPEC_PATH)
+@click.option(
+    "--metrics-addr",
+    default="127.0.0.1:9108",
+    show_default=True,
+    envvar="ECSINFER_METRICS_ADDR",
+    help="HOST:PORT for /metrics, /healthz, /readyz and /status.",
+)
+@click.option(
+    "--resync-interval",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    envvar="ECSINFER_RESYNC_INTERVAL",
+    help="Seconds between full resyncs (with 10% jitter).",
+)
+@click.option(
+    "--discovery-interval",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    envvar="ECSINFER_DISCOVERY_INTERVAL",
+    help="Seconds between discoveries of the endpoints to probe.",
+)
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--backoff-cap",
+    default=180.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    envvar="ECSINFER_BACKOFF_CAP",
+    help="Longest wait, in seconds, between retries of a failing key.",
+)
+@click.option("--no-probe", is_flag=True, help="Reconcile only; probe nothing.")
+@click.option(
+    "--allow-non-loopback/--loopback-only",
+    default=None,
+    help="Probe addresses outside 127.0.0.0/8. Default: yes, unless AWS_ENDPOINT_URL is set.",
+)
+def run(
+    path: Path,
+    metrics_addr: str,
+    resync_interval: float,
+    discovery_interval: float,
+    workers: int,
+    backoff_cap: float,
+    no_probe: bool,
+    allow_non_loopback: bool | None,
+) -> None:
+    """The daemon: watch PATH, reconcile, probe, serve metrics; until SIGTERM/SIGINT."""
+    from controller.daemon import run_daemon
+    from controller.runner.settings import (
+        ProbingSettings,
+        QueueSettings,
+        ResyncSettings,
+        RunnerSettings,
+        ServingSettings,
+    )
+
+    settings = RunnerSettings(
+        queue=QueueSettings(workers=workers, backoff_cap_s=backoff_cap),
+        resync=ResyncSettings(interval_s=resync_interval),
+        serving=ServingSettings(metrics_addr=metrics_addr),
+        probing=ProbingSettings(
+            enabled=not no_probe,
+            discovery_interval_s=discovery_interval,
+            allow_non_loopback=allow_non_loopback,
+        ),
+    )
+    sys.exit(run_daemon(path, settings=settings))
+
+
+@cli.command()
+@click.argument("path", type=SPEC_PATH)
+@click.option("--output", type=OUTPUT, default="text", show_default=True)
+@click.option(
+    "--daemon",
+    default="http://127.0.0.1:9108",
+    show_default=True,
+    help="The daemon to ask first; when it does not answer, AWS is read directly.",
+)
+def status(path: Path, output: str, daemon: str) -> None:
+    """Per deployment: desired/running/pending replicas, drift, probe p50/p99, last reconcile."""
+    from rich.console import Console
+
+    from controller.aws.errors import AwsError
+    from controller.status import StatusUnavailable, collect, render_text
+
+    try:
+        document = collect(path, daemon=daemon or None)
+    except (AwsError, StatusUnavailable) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    if output == "json":
+        click.echo(json.dumps(document, indent=2, default=str))
+    else:
+        render_text(document, console=Console(width=None if sys.stdout.isatty() else 160))
+    sys.exit(EXIT_OK)
+
+
+@cli.command()
 @click.option("--specs", "specs", type=SPEC_PATH, default=None, help="The folder to reconcile.")
 @click.option("--aws-port", default=5000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--metrics-addr", default="127.0.0.1:9108", show_default=True)

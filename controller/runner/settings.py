@@ -72,6 +72,21 @@ class ShutdownSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ProbingSettings:
+    """Finding endpoints to probe; how each is probed is the deployment's `probe` spec."""
+
+    enabled: bool = True
+    """Probe every running endpoint; off leaves only reconciling."""
+    discovery_interval_s: float = 10.0
+    """Seconds between discoveries of the running tasks' endpoints (also after each
+    read of AWS that follows a write, so that new tasks are probed without waiting)."""
+    allow_non_loopback: bool | None = None
+    """Dial endpoints outside 127.0.0.0/8. None = decide from the environment: allowed
+    against real AWS, refused when `AWS_ENDPOINT_URL` points at an emulator, whose
+    made-up addresses belong to somebody else's network."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunnerSettings:
     """Everything `run_daemon` needs besides the folder."""
 
@@ -80,5 +95,4 @@ class RunnerSettings:
     watch: WatchSettings = field(default_factory=WatchSettings)
     serving: ServingSettings = field(default_factory=ServingSettings)
     shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
-    probing: bool = True
-    """Probe every running endpoint (the prober); off leaves only reconciling."""
+    probing: ProbingSettings = field(default_factory=ProbingSettings)

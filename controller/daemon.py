@@ -1,0 +1,206 @@
+"""`ecs-infer run`: the runner wired to AWS and the prober. The composition root.
+
+Owns: opening the AWS clients (every request counted in `ecsinfer_aws_requests_total`
+through their `on_request` hook), the AWS-backed `Shell` the runner reads and writes
+through (`AwsShell`: `passes.read_world` + the planner, and `applying.apply_plan` for one
+key's plan), the probing companion (discovery of the running tasks' endpoints after each
+read of AWS and every `discovery_interval_s`, handed to the `Prober`), signals, and the
+exit code.
+Must not: decide anything the runner, the planner or the shell decides.
+
+It lives outside `controller.runner` on purpose: the import contract lets only the AWS
+shell talk to AWS, and `controller.runner` stays free of it (and testable without it).
+
+In-process use (the sandbox): `await run_daemon_async(path, settings=..., stop=event)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from controller.aws.applying import apply_plan
+from controller.aws.clients import AwsClients, AwsSettings
+from controller.aws.discovering import discover
+from controller.aws.passes import guard_empty, read_world
+from controller.core.planning import plan as plan_all
+from controller.core.plans import Plan
+from controller.metrics import Metrics
+from controller.probing.endpoints import DiscoveryTarget
+from controller.probing.prober import Prober, ProberSettings
+from controller.runner.daemon import Daemon
+from controller.runner.reconciling import Applied, Level
+from controller.runner.reporting import ProbeReport
+from controller.runner.settings import ProbingSettings, RunnerSettings
+from controller.specs.loading import SpecSet
+
+log = structlog.get_logger(__name__)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+
+
+class AwsShell:
+    """The runner's `Shell` on real (or emulated) AWS."""
+
+    def __init__(self, clients: AwsClients) -> None:
+        self.clients = clients
+
+    async def read_level(self, specs: SpecSet) -> Level:
+        started = time.monotonic()
+        world = await read_world(specs, clients=self.clients)
+        planned = guard_empty(specs, plan_all(world.desired, world.observed))
+        return Level(
+            specs=specs,
+            desired=world.desired,
+            observed=world.observed,
+            plan=planned,
+            read_at=time.time(),
+            duration_s=time.monotonic() - started,
+        )
+
+    async def apply(self, plan: Plan, *, level: Level) -> Applied:
+        report = await apply_plan(self.clients, plan, observed=level.observed)
+        return Applied(
+            changed=tuple(item.action for item in report.applied if item.outcome != "unchanged"),
+            attempted=bool(report.applied) or report.failed is not None,
+            error=report.error,
+        )
+
+
+def discovery_targets(level: Level) -> list[DiscoveryTarget]:
+    return [
+        DiscoveryTarget(
+            deployment=name,
+            cluster=deployment.cluster,
+            service=deployment.service.name,
+            container_port=deployment.probe.grpc_port,
+        )
+        for name, deployment in sorted(level.desired.deployments.items())
+    ]
+
+
+class ProbeCompanion:
+    """Keeps the prober's endpoints in step with the running tasks of the deployments."""
+
+    def __init__(self, clients: AwsClients, *, metrics: Metrics, settings: ProbingSettings) -> None:
+        self.clients = clients
+        self.settings = settings
+        allow = settings.allow_non_loopback
+        if allow is None:
+            allow = not os.environ.get("AWS_ENDPOINT_URL")
+        self.prober = Prober(metrics=metrics, settings=ProberSettings(allow_non_loopback=allow))
+        self._level: Level | None = None
+        self._wake = asyncio.Event()
+        self.discoveries = 0
+
+    def on_level(self, level: Level) -> None:
+        self._level = level
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.discovery_interval_s)
+            self._wake.clear()
+            if stop.is_set():
+                return
+            try:
+                await self.discover_once()
+            except Exception as exc:
+                log.warning("probe.discovery_failed", error=str(exc) or type(exc).__name__)
+
+    async def discover_once(self) -> None:
+        level = self._level
+        if level is None:
+            return
+        targets = discovery_targets(level)
+        discovery = await discover(self.clients, targets=targets)
+        self.discoveries += 1
+        await self.prober.update(
+            {name: d.probe for name, d in level.desired.deployments.items()},
+            discovery.endpoints,
+            unknown=discovery.failed_deployments,
+        )
+
+    def report(self) -> ProbeReport:
+        return {
+            deployment: {address: status.to_json() for address, status in endpoints.items()}
+            for deployment, endpoints in self.prober.snapshot().items()
+        }
+
+    async def close(self) -> None:
+        await self.prober.close()
+
+
+async def run_daemon_async(
+    path: Path,
+    *,
+    settings: RunnerSettings | None = None,
+    stop: asyncio.Event | None = None,
+    metrics: Metrics | None = None,
+    aws: AwsSettings | None = None,
+) -> int:
+    """Run the daemon in the current event loop until `stop` is set; returns the exit
+    code (0 after a clean stop, 1 when it could not start, e.g. the port is taken).
+
+    `metrics` lets an embedding process (the sandbox, a benchmark) read the same registry.
+    """
+    settings = settings or RunnerSettings()
+    stop = stop or asyncio.Event()
+    metrics = metrics or Metrics()
+    try:
+        async with AwsClients(settings=aws, on_request=metrics.record_aws_request) as clients:
+            companions = []
+            if settings.probing.enabled:
+                companions.append(
+                    ProbeCompanion(clients, metrics=metrics, settings=settings.probing)
+                )
+            daemon = Daemon(
+                path,
+                settings=settings,
+                shell=AwsShell(clients),
+                metrics=metrics,
+                companions=companions,
+            )
+            log.info(
+                "daemon.starting",
+                path=str(path),
+                metrics_addr=settings.serving.metrics_addr,
+                resync_s=settings.resync.interval_s,
+                workers=settings.queue.workers,
+                probing=settings.probing.enabled,
+            )
+            await daemon.run(stop)
+    except OSError as exc:
+        log.error("daemon.failed", error=str(exc))
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def run_daemon(path: Path, *, settings: RunnerSettings | None = None) -> int:
+    """`ecs-infer run`: until SIGTERM / SIGINT, then exit 0 (within the shutdown grace)."""
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, _stopper(stop, signum))
+        return await run_daemon_async(path, settings=settings, stop=stop)
+
+    return asyncio.run(main())
+
+
+def _stopper(stop: asyncio.Event, signum: int) -> Any:
+    def on_signal() -> None:
+        log.info("daemon.signal", signal=signal.Signals(signum).name)
+        stop.set()
+
+    return on_signal

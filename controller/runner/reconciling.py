@@ -1,0 +1,244 @@
+"""Reconciling one key: read the level, plan that key, apply that key's actions.
+
+Owns: `reconcile(key)` (controller-runtime's contract: it returns `Reconciled`, whose
+`requeue_after` says when to look again, or raises), and the informer: one batched read
+of AWS (`Level`: desired, observed, plan) shared by every key, re-read after each resync
+and after any write (marked stale; concurrent requests for a fresh level share one read).
+Must not: count outcomes, back off, or log a summary (the runner does, in one place); or
+import the AWS shell: it reaches AWS through the `Shell` it is given (the AWS-backed
+one is `controller.daemon.AwsShell`), which keeps this package testable without AWS and
+inside the import contract that only the shell talks to AWS.
+
+A reconcile never reads an event payload, only the level: whatever made the key due (a
+file change, a resync, a verification after a write), the same three steps run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from controller.core.plans import Action, Plan
+from controller.core.states import DesiredState, LiveService, ObservedState
+from controller.runner.settings import QueueSettings
+from controller.runner.watching import SpecSnapshot
+from controller.specs.loading import SpecSet
+
+log = structlog.get_logger(__name__)
+
+CLUSTER_PREFIX = "cluster/"
+DEPLOYMENT_PREFIX = "deployment/"
+
+
+# --- what the shell gives the runner ---------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Level:
+    """The world at one moment: what the specs want, what AWS has, and the plan between."""
+
+    specs: SpecSet
+    desired: DesiredState
+    observed: ObservedState
+    plan: Plan
+    """The whole plan; `plan.for_key(key)` is one key's share."""
+    read_at: float
+    """Wall-clock time (epoch seconds) the read finished."""
+    duration_s: float = 0.0
+
+    def keys(self) -> list[str]:
+        """Every key with something to look at: each spec, and each key the plan names
+        (a removed spec's resources still have to be deleted under their old key)."""
+        keys = {CLUSTER_PREFIX + name for name in self.specs.clusters}
+        keys |= {DEPLOYMENT_PREFIX + name for name in self.specs.deployments}
+        keys |= {action.key for action in (*self.plan.actions, *self.plan.detected_drift)}
+        # Clusters first: a deployment's service needs its cluster.
+        return sorted(keys, key=lambda key: (not key.startswith(CLUSTER_PREFIX), key))
+
+    def service_of(self, deployment: str) -> LiveService | None:
+        wanted = self.desired.deployments.get(deployment)
+        if wanted is None:
+            return None
+        return self.observed.services.get((wanted.cluster, wanted.service.name))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Applied:
+    """What the shell did with one key's plan."""
+
+    changed: tuple[Action, ...] = ()
+    """Actions carried out that changed AWS (not those found already done)."""
+    attempted: bool = False
+    """Whether any write was sent (a failed one included)."""
+    error: Exception | None = None
+    """The failure that stopped the plan, if any; later actions were not attempted."""
+
+
+class Shell(Protocol):
+    """The runner's view of AWS: read a level, carry out a plan."""
+
+    async def read_level(self, specs: SpecSet) -> Level: ...
+
+    async def apply(self, plan: Plan, *, level: Level) -> Applied: ...
+
+
+# --- the informer -----------------------------------------------------------------------
+
+LevelListener = Callable[[Level], None]
+
+
+class Informer:
+    """One shared, batched read of AWS. `level()` returns one at least as new as the last
+    `mark_stale()`; reads requested together share one (single flight)."""
+
+    def __init__(self, shell: Shell) -> None:
+        self.shell = shell
+        self.specs = SpecSet()
+        self.latest: Level | None = None
+        """The last level read (maybe stale): for status and metrics, never for writes."""
+        self.listeners: list[LevelListener] = []
+        self.reads = 0
+        self._wanted = 1  # a level older than this generation is stale
+        self._have = 0
+        self._read: asyncio.Task[Level] | None = None
+
+    def set_specs(self, specs: SpecSet) -> None:
+        if specs != self.specs:
+            self.specs = specs
+            self.mark_stale()
+
+    def mark_stale(self) -> None:
+        self._wanted += 1
+
+    @property
+    def fresh(self) -> bool:
+        return self.latest is not None and self._have >= self._wanted
+
+    async def level(self) -> Level:
+        while True:
+            if self.latest is not None and self._have >= self._wanted:
+                return self.latest
+            if self._read is None or self._read.done():
+                self._read = asyncio.get_running_loop().create_task(
+                    self._read_level(self._wanted, self.specs), name="informer read"
+                )
+            # shield: a cancelled reconcile must not cancel the read others wait for.
+            level = await asyncio.shield(self._read)
+            if self._have >= self._wanted:
+                return level
+
+    async def _read_level(self, generation: int, specs: SpecSet) -> Level:
+        level = await self.shell.read_level(specs)
+        self.reads += 1
+        if generation >= self._have:
+            self._have = generation
+            self.latest = level
+            for listener in self.listeners:
+                try:
+                    listener(level)
+                except Exception:
+                    log.exception("informer.listener_failed")
+        return level
+
+    async def close(self) -> None:
+        if self._read is not None and not self._read.done():
+            self._read.cancel()
+            await asyncio.gather(self._read, return_exceptions=True)
+
+
+# --- one reconcile ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reconciled:
+    """A reconcile that did not fail."""
+
+    plan: Plan
+    """The key's plan, as it was when the reconcile ran."""
+    changed: tuple[Action, ...] = ()
+    requeue_after: float | None = None
+    """Look at the key again this much later (verification, a rollout, a dependency)."""
+    note: str = ""
+    """Why nothing was applied, when nothing was (`spec errors`, `waiting for cluster`)."""
+
+
+class ReconcileError(Exception):
+    """Applying a key's plan failed part way; `changed` is what was done before."""
+
+    def __init__(self, error: Exception, *, plan: Plan, changed: tuple[Action, ...]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.plan = plan
+        self.changed = changed
+
+
+class Reconciler:
+    """`reconcile(key)`: level, plan, apply; one key at a time is the queue's job."""
+
+    def __init__(
+        self,
+        *,
+        shell: Shell,
+        informer: Informer,
+        snapshot: Callable[[], SpecSnapshot],
+        settings: QueueSettings,
+    ) -> None:
+        self.shell = shell
+        self.informer = informer
+        self.snapshot = snapshot
+        self.settings = settings
+
+    async def reconcile(self, key: str) -> Reconciled:
+        if not self.snapshot().actionable:
+            # A folder with an invalid file is never acted on (see `watching`).
+            return Reconciled(plan=Plan(), note="spec errors")
+        level = await self.informer.level()
+        plan = level.plan.for_key(key)
+        waiting = self._waiting_for_cluster(key, level)
+        if waiting is not None and plan.actions:
+            return Reconciled(plan=plan, requeue_after=self.settings.verify_after_s, note=waiting)
+        if not plan.actions:
+            return Reconciled(plan=plan, requeue_after=self._settle_after(key, level))
+        applied = await self.shell.apply(plan, level=level)
+        if applied.attempted:
+            self.informer.mark_stale()
+        if applied.error is not None:
+            raise ReconcileError(applied.error, plan=plan, changed=applied.changed)
+        return Reconciled(
+            plan=plan, changed=applied.changed, requeue_after=self.settings.verify_after_s
+        )
+
+    def _waiting_for_cluster(self, key: str, level: Level) -> str | None:
+        """A deployment whose cluster is not there yet waits for it, without an error."""
+        if not key.startswith(DEPLOYMENT_PREFIX):
+            return None
+        deployment = level.desired.deployments.get(key.removeprefix(DEPLOYMENT_PREFIX))
+        if deployment is None:
+            return None
+        live = level.observed.clusters.get(deployment.cluster)
+        if live is not None and live.status == "ACTIVE":
+            return None
+        return f"waiting for cluster {deployment.cluster}"
+
+    def _settle_after(self, key: str, level: Level) -> float | None:
+        """While a deployment rolls out, look again soon (with a fresh level), so that
+        replicas and status follow the rollout rather than the next resync."""
+        if not key.startswith(DEPLOYMENT_PREFIX):
+            return None
+        service = level.service_of(key.removeprefix(DEPLOYMENT_PREFIX))
+        if service is None:
+            return None
+        settled = (
+            service.running_count == service.desired_count
+            and service.pending_count == 0
+            and len(service.deployments) <= 1
+        )
+        if settled:
+            return None
+        # The key comes back with a fresh read (one for every key that is rolling out).
+        self.informer.mark_stale()
+        return self.settings.settle_after_s
