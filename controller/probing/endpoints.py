@@ -11,7 +11,10 @@ responses; the prober (`controller.probing.prober`) dials them.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from controller.core.states import DesiredDeployment, ProbeSettings
 
 
 @dataclass(frozen=True, kw_only=True, order=True)
@@ -68,3 +71,22 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def discovery_targets(deployments: Iterable[DesiredDeployment]) -> list[DiscoveryTarget]:
+    """Where to look for the endpoints of these deployments (their ECS service, and the
+    gRPC port of `model.grpcPort`), sorted."""
+    return sorted(
+        DiscoveryTarget(
+            deployment=deployment.name,
+            cluster=deployment.service.cluster,
+            service=deployment.service.name,
+            container_port=deployment.probe.grpc_port,
+        )
+        for deployment in deployments
+    )
+
+
+def probe_targets(deployments: Iterable[DesiredDeployment]) -> dict[str, ProbeSettings]:
+    """Deployment name -> its probe settings: the first argument of `Prober.update`."""
+    return {deployment.name: deployment.probe for deployment in deployments}

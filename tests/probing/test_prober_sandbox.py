@@ -6,19 +6,27 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
 
 from controller.aws.clients import AwsClients, AwsSettings
 from controller.aws.discovering import discover
+from controller.aws.passes import reconcile_pass
 from controller.core.states import ProbeSettings
 from controller.metrics import Metrics
-from controller.probing.endpoints import DiscoveryTarget, Endpoint
+from controller.probing.endpoints import (
+    DiscoveryTarget,
+    Endpoint,
+    discovery_targets,
+    probe_targets,
+)
 from controller.probing.prober import Prober, ProberSettings
 from controller.sandbox.dataplane import DataPlane, DataPlaneSettings
 from controller.sandbox.emulator import Emulator
 from controller.sandbox.modelserver import EncoderModel
+from controller.specs.loading import load_folder
 
 PROBE = ProbeSettings(
     model_name="bert",
@@ -125,3 +133,52 @@ async def test_discovered_endpoints_are_probed_and_follow_the_service(
         assert f'endpoint="{gone}"' not in exposition
         assert f'endpoint="{kept.address}"' in exposition
         assert set(prober.snapshot()["bert"]) == {kept.address}
+
+
+DEMO = Path(__file__).resolve().parents[2] / "specs" / "ecs-inf1-demo.yaml"
+
+
+async def test_the_walkthrough_deployment_is_discovered_and_probed(dataplane: DataPlane) -> None:
+    """The demo spec applied by the real pass: targets come from the desired state."""
+    loaded = load_folder(DEMO)
+    assert loaded.ok, loaded.errors
+    metrics = Metrics()
+    async with (
+        AwsClients(settings=AwsSettings(max_attempts=1)) as clients,
+        Prober(metrics=metrics, settings=ProberSettings(start_spread_s=0.0)) as prober,
+    ):
+        result = await reconcile_pass(loaded.specs, clients=clients, apply=True)
+        assert result.ok
+        deployments = list(result.world.desired.deployments.values())
+        targets = discovery_targets(deployments)
+        assert targets == [
+            DiscoveryTarget(
+                deployment="bert",
+                cluster="ecs-inf1-demo",
+                service="bert-inf1",
+                container_port=8500,
+            )
+        ]
+
+        deadline = time.monotonic() + 30
+        while not (found := (await discover(clients, targets=targets)).endpoints):
+            assert time.monotonic() < deadline, "the walkthrough's task never ran"
+            await asyncio.sleep(0.1)
+        (endpoint,) = found
+        assert endpoint.task_arn in dataplane.servers
+        assert endpoint.host.startswith(dataplane.address_prefix + ".")
+
+        await prober.update(probe_targets(deployments), found)
+        latency = {"deployment": "bert", "endpoint": endpoint.address}
+        await until(
+            lambda: metrics.registry.get_sample_value("ecsinfer_probe_success", latency) == 1.0
+        )
+        assert metrics.registry.get_sample_value(
+            "ecsinfer_probe_latency_seconds_count", latency
+        ) == pytest.approx(1.0)
+        assert (
+            metrics.registry.get_sample_value(
+                "ecsinfer_probe_latency_objective_seconds", {"deployment": "bert"}
+            )
+            == 0.1
+        )
