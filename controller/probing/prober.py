@@ -139,6 +139,36 @@ class ProbeChanges:
     """Endpoints not dialled: outside 127.0.0.0/8 while non-loopback is not allowed."""
 
 
+_Key = tuple[str, str]  # (deployment, endpoint address)
+
+
+class _Series:
+    """An endpoint's metric children, each made on first use (`labels()` costs a lock
+    and a dict lookup per call, and a series appears only once it has a value)."""
+
+    def __init__(self, metrics: Metrics, endpoint: Endpoint) -> None:
+        self._metrics = metrics
+        self._labels = {"deployment": endpoint.deployment, "endpoint": endpoint.address}
+        self._latency: Any = None
+        self._success: Any = None
+        self._compute: Any = None
+
+    def observe_latency(self, seconds: float) -> None:
+        if self._latency is None:
+            self._latency = self._metrics.probe_latency.labels(**self._labels)
+        self._latency.observe(seconds)
+
+    def set_success(self, value: int) -> None:
+        if self._success is None:
+            self._success = self._metrics.probe_success.labels(**self._labels)
+        self._success.set(value)
+
+    def observe_compute(self, seconds: float) -> None:
+        if self._compute is None:
+            self._compute = self._metrics.probe_server_compute.labels(**self._labels)
+        self._compute.observe(seconds)
+
+
 @dataclass(eq=False)
 class _EndpointState:
     """The mutable record of one probed endpoint; only its own loop writes to it."""
@@ -157,6 +187,8 @@ class _EndpointState:
     consecutive_failures: int = 0
     probes: int = 0
     failures: int = 0
+    # Only valid until `Metrics.forget_endpoint`, which runs after the loop has stopped.
+    series: _Series | None = None
 
     def __post_init__(self) -> None:
         self.latencies = deque(maxlen=max(1, self.history))
@@ -182,9 +214,6 @@ class _EndpointState:
             probes=self.probes,
             failures=self.failures,
         )
-
-
-_Key = tuple[str, str]  # (deployment, endpoint address)
 
 
 @dataclass(eq=False)
@@ -469,15 +498,12 @@ class Prober:
     def _record_success(
         self, state: _EndpointState, latency_s: float, compute_s: float | None
     ) -> None:
-        deployment, address = state.endpoint.deployment, state.endpoint.address
-        self.metrics.probe_latency.labels(deployment=deployment, endpoint=address).observe(
-            latency_s
-        )
-        self.metrics.probe_success.labels(deployment=deployment, endpoint=address).set(1)
+        series = self._series(state)
+        series.observe_latency(latency_s)
+        series.set_success(1)
         if compute_s is not None:
-            self.metrics.probe_server_compute.labels(
-                deployment=deployment, endpoint=address
-            ).observe(compute_s)
+            series.observe_compute(compute_s)
+        deployment, address = state.endpoint.deployment, state.endpoint.address
         now = time.time()
         if state.last_ok is False:
             log.info(
@@ -493,9 +519,14 @@ class Prober:
         state.consecutive_failures = 0
         state.probes += 1
 
+    def _series(self, state: _EndpointState) -> _Series:
+        if state.series is None:
+            state.series = _Series(self.metrics, state.endpoint)
+        return state.series
+
     def _record_failure(self, state: _EndpointState, reason: str) -> None:
+        self._series(state).set_success(0)
         deployment, address = state.endpoint.deployment, state.endpoint.address
-        self.metrics.probe_success.labels(deployment=deployment, endpoint=address).set(0)
         now = time.time()
         # Logged when the endpoint starts failing or fails differently, not every probe.
         if state.last_ok is not False or _kind(reason) != _kind(state.last_error):
