@@ -17,14 +17,15 @@ module drops every action as well, as a second guard (CONTRACT §5).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
 from controller.aws.applying import ApplyReport, apply_plan
-from controller.aws.clients import AwsClients
-from controller.aws.errors import TerminalError
+from controller.aws.clients import AwsClients, AwsSettings, RequestHook
+from controller.aws.errors import AwsError, TerminalError
 from controller.aws.observing import observe, observe_task_definitions, read_facts
+from controller.aws.waiting import ServiceRollout, ServiceTarget, WaitSettings, wait_until_stable
 from controller.core.desired import DesiredStateError, ami_parameters_needed, desired_state
 from controller.core.planning import EMPTY_SPECS_WARNING, families_to_read, plan
 from controller.core.plans import Plan
@@ -48,6 +49,9 @@ class PassResult:
     plan: Plan
     report: ApplyReport | None  # None when the pass only planned
     duration_s: float
+    # `apply --wait` only: where each service's rollout ended, and why waiting failed.
+    rollouts: tuple[ServiceRollout, ...] = ()
+    wait_error: AwsError | None = None
 
     @property
     def desired(self) -> DesiredState:
@@ -64,6 +68,26 @@ class PassResult:
     @property
     def ok(self) -> bool:
         return self.report is None or self.report.ok
+
+    @property
+    def succeeded(self) -> bool:
+        """Every action done, and (when waited for) every rollout completed."""
+        return self.ok and self.wait_error is None
+
+    def report_lines(self) -> list[str]:
+        """What `ecs-infer apply` prints: one sentence per action, warnings, rollouts."""
+        lines = [f"warning: {warning}" for warning in self.plan.warnings]
+        if self.report is not None:
+            lines += self.report.lines()
+        if self.plan.in_sync:
+            lines.append("nothing to do: AWS matches the specs")
+        lines += [
+            f"service {r.target.name}: rollout {r.state}" + (f" ({r.detail})" if r.detail else "")
+            for r in self.rollouts
+        ]
+        if self.wait_error is not None:
+            lines.append(f"error: {self.wait_error}")
+        return lines
 
 
 async def read_world(specs: SpecSet, *, clients: AwsClients) -> World:
@@ -122,3 +146,42 @@ async def reconcile_pass(specs: SpecSet, *, clients: AwsClients, apply: bool) ->
         duration_ms=round(result.duration_s * 1000),
     )
     return result
+
+
+def wait_targets(desired: DesiredState) -> tuple[ServiceTarget, ...]:
+    """The services of the desired deployments; each must reach the revision we set."""
+    return tuple(
+        ServiceTarget(cluster=d.service.cluster, name=d.service.name)
+        for d in desired.deployments.values()
+    )
+
+
+async def run_pass(
+    specs: SpecSet,
+    *,
+    apply: bool,
+    wait: bool = False,
+    wait_timeout: float = 600.0,
+    settings: AwsSettings | None = None,
+    wait_settings: WaitSettings | None = None,
+    on_request: RequestHook | None = None,
+) -> PassResult:
+    """`ecs-infer plan` / `apply [--wait]`: open clients, make one pass, maybe wait.
+
+    A failed or rolled-back rollout, or a timeout, is in `wait_error` (not raised), so
+    that the report of what was applied is printed either way.
+    """
+    async with AwsClients(settings=settings, on_request=on_request) as clients:
+        result = await reconcile_pass(specs, clients=clients, apply=apply)
+        if not (apply and wait and result.ok):
+            return result
+        targets = wait_targets(result.desired)
+        if not targets:
+            return result
+        try:
+            rollouts = await wait_until_stable(
+                clients, services=targets, timeout=wait_timeout, settings=wait_settings
+            )
+        except AwsError as exc:
+            return replace(result, rollouts=getattr(exc, "rollouts", ()), wait_error=exc)
+        return replace(result, rollouts=rollouts)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ecs.models import ecs_backends
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -24,9 +26,13 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
+from controller.aws.clients import AwsSettings
+from controller.sandbox.emulator import BACKEND_LOCK, REGION
 from controller.specs.loading import SpecSet
 from controller.specs.models import InferenceCluster, InferenceDeployment
 
+# One attempt per call: a failure shows at once (the retry tests build their own).
+NO_RETRIES = AwsSettings(max_attempts=1, connect_timeout_s=5, read_timeout_s=30)
 ACCOUNT = "123456789012"
 CLUSTER = "ecs-inf1-demo"
 SERVICE = "bert-inf1"
@@ -215,3 +221,23 @@ def fault_front() -> Iterator[tuple[str, Faults]]:
 def tags_of(items: Iterable[Mapping[str, Any]] | None, *, key: str = "key") -> dict[str, str]:
     value = "value" if key == "key" else "Value"
     return {item[key]: item.get(value, "") for item in items or ()}
+
+
+def settle_service(
+    cluster: str = CLUSTER,
+    name: str = SERVICE,
+    *,
+    rollout: str = "COMPLETED",
+    task_definition: str | None = None,
+) -> None:
+    """Play ECS's scheduler on moto's service object: all tasks running, rollout done."""
+    with BACKEND_LOCK:
+        service = ecs_backends[DEFAULT_ACCOUNT_ID][REGION].services[f"{cluster}:{name}"]
+        service.running_count = service.desired_count
+        service.pending_count = 0
+        deployment = service.deployments[0]
+        deployment["runningCount"] = service.desired_count
+        deployment["pendingCount"] = 0
+        deployment["rolloutState"] = rollout
+        if task_definition is not None:
+            deployment["taskDefinition"] = task_definition

@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from aws_helpers import NO_RETRIES
 
-from controller.aws.clients import AwsClients, AwsSettings, RequestCounter
+from controller.aws.clients import AwsClients, RequestCounter
 from controller.sandbox.emulator import Emulator
-
-NO_RETRIES = AwsSettings(max_attempts=1, connect_timeout_s=5, read_timeout_s=30)
 
 
 @pytest.fixture

@@ -10,13 +10,16 @@ from aws_helpers import (
     FAMILY,
     IMAGE,
     INF1_AMI_PARAMETER,
+    NO_RETRIES,
     SERVICE,
     demo_specs,
+    settle_service,
     tags_of,
 )
 
 from controller.aws.clients import AwsClients, RequestCounter
-from controller.aws.passes import reconcile_pass
+from controller.aws.passes import reconcile_pass, run_pass
+from controller.aws.waiting import WaitSettings, WaitTimedOut
 from controller.sandbox.emulator import Emulator
 
 
@@ -165,3 +168,38 @@ async def test_empty_specs_delete_nothing(clients: AwsClients, counter: RequestC
     assert empty.plan.actions == ()
     assert counter.writes() == {}
     assert any("empty" in warning for warning in empty.plan.warnings)
+
+
+FAST = WaitSettings(poll_interval_s=0.05, timeout_s=5)
+
+
+async def test_run_pass_plans_applies_and_waits(aws: Emulator, counter: RequestCounter) -> None:
+    planned = await run_pass(demo_specs(), apply=False, settings=NO_RETRIES)
+    assert len(planned.plan.actions) == 6 and planned.report is None
+    # moto has no scheduler: the rollout never completes on its own.
+    applied = await run_pass(
+        demo_specs(),
+        apply=True,
+        wait=True,
+        wait_timeout=0.3,
+        settings=NO_RETRIES,
+        wait_settings=FAST,
+    )
+    assert applied.ok and not applied.succeeded
+    assert isinstance(applied.wait_error, WaitTimedOut)
+    lines = applied.report_lines()
+    assert f"service {SERVICE} has been created (on {FAMILY}:1)" in lines
+    assert lines[-1].startswith("error: timed out")
+    settle_service()
+    waited = await run_pass(
+        demo_specs(),
+        apply=True,
+        wait=True,
+        settings=NO_RETRIES,
+        wait_settings=FAST,
+        on_request=counter,
+    )
+    assert waited.succeeded and waited.plan.in_sync
+    assert [r.state for r in waited.rollouts] == ["stable"]
+    assert "nothing to do: AWS matches the specs" in waited.report_lines()
+    assert counter.writes() == {}

@@ -5,12 +5,8 @@ moto has no scheduler, so these tests play ECS's part on the service object itse
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from aws_helpers import CLUSTER, SERVICE, demo_specs
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.ecs.models import ecs_backends
+from aws_helpers import CLUSTER, SERVICE, demo_specs, settle_service
 
 from controller.aws.clients import AwsClients, RequestCounter
 from controller.aws.passes import reconcile_pass
@@ -21,32 +17,14 @@ from controller.aws.waiting import (
     WaitTimedOut,
     wait_until_stable,
 )
-from controller.sandbox.emulator import BACKEND_LOCK, REGION
 
 FAST = WaitSettings(poll_interval_s=0.05, timeout_s=5)
 TARGET = ServiceTarget(cluster=CLUSTER, name=SERVICE)
 
 
-def moto_service() -> Any:
-    return ecs_backends[DEFAULT_ACCOUNT_ID][REGION].services[f"{CLUSTER}:{SERVICE}"]
-
-
-def settle(*, rollout: str = "COMPLETED", task_definition: str | None = None) -> None:
-    with BACKEND_LOCK:
-        service = moto_service()
-        service.running_count = service.desired_count
-        service.pending_count = 0
-        deployment = service.deployments[0]
-        deployment["runningCount"] = service.desired_count
-        deployment["pendingCount"] = 0
-        deployment["rolloutState"] = rollout
-        if task_definition is not None:
-            deployment["taskDefinition"] = task_definition
-
-
 async def test_stable_once_the_rollout_completes(clients: AwsClients) -> None:
     await reconcile_pass(demo_specs(), clients=clients, apply=True)
-    settle()
+    settle_service()
     rollouts = await wait_until_stable(clients, services=[TARGET], settings=FAST)
     assert [r.state for r in rollouts] == ["stable"]
     assert rollouts[0].running_count == 1
@@ -64,7 +42,7 @@ async def test_times_out_while_in_progress(clients: AwsClients, counter: Request
 
 async def test_failed_rollout_is_an_error(clients: AwsClients) -> None:
     await reconcile_pass(demo_specs(), clients=clients, apply=True)
-    settle(rollout="FAILED")
+    settle_service(rollout="FAILED")
     with pytest.raises(RolloutFailed, match="failed"):
         await wait_until_stable(clients, services=[TARGET], settings=FAST)
 
@@ -74,7 +52,7 @@ async def test_rolled_back_rollout_is_an_error_not_success(clients: AwsClients) 
     old = "arn:aws:ecs:us-east-1:123456789012:task-definition/ecs-neuron:0"
     # The circuit breaker rolled back: the PRIMARY deployment runs the old revision and
     # looks perfectly stable.
-    settle(task_definition=old)
+    settle_service(task_definition=old)
     with pytest.raises(RolloutFailed, match="rolled-back") as caught:
         await wait_until_stable(clients, services=[TARGET], settings=FAST)
     assert caught.value.rollouts[0].state == "rolled-back"
