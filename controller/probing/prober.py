@@ -276,9 +276,10 @@ class Prober:
         for endpoint in endpoints:
             if endpoint.deployment in targets:
                 wanted[(endpoint.deployment, endpoint.address)] = endpoint
-        for key, loop in self._loops.items():
+        known = [(key, loop.state.endpoint) for key, loop in self._loops.items()]
+        for key, endpoint in [*known, *self._refused.items()]:
             if key[0] in unknown and key[0] in targets:
-                wanted.setdefault(key, loop.state.endpoint)
+                wanted.setdefault(key, endpoint)
 
         refused: dict[_Key, Endpoint] = {}
         if not self.settings.allow_non_loopback:

@@ -230,9 +230,13 @@ async def test_non_loopback_endpoints_are_refused(prober: Prober) -> None:
     assert success(metrics, "bert", private.address) is None
     assert 'endpoint="172.31.5.9:8500"' not in generate_latest(metrics.registry).decode()
 
-    # Refusals are reported once, not on every update.
+    # Refusals are reported once, not on every update, and outlive a failed discovery.
     again = await prober.update({"bert": PROBE}, [private, named])
     assert again.refused == ()
+    await prober.update({"bert": PROBE}, [], unknown=["bert"])
+    assert set(prober.snapshot()["bert"]) == {private.address, named.address}
+    assert (await prober.update({"bert": PROBE}, [private])).refused == ()
+    assert set(prober.snapshot()["bert"]) == {private.address}
 
 
 async def test_non_loopback_is_dialled_only_when_allowed() -> None:
