@@ -8,6 +8,8 @@ after `--warmup` with ecs-infer's probe client and prints, in milliseconds:
 - overhead = probe-measured latency - the server's `x-compute-us` (p50, p99, mean): what
   the probe, gRPC, the loopback and the server's own handler add to the model's time;
 - outside-handler = latency - `x-handler-us`: the client and transport part of it;
+- in-handler = `x-handler-us` - `x-compute-us`: the server's own part (parsing the
+  request, the hop to the encoder's thread, building the response);
 - the raw latency p50 and p99.
 
 Goal (issue 4): overhead p50 <= 1.5 ms on this project's 2-core machines. Usage:
@@ -134,6 +136,11 @@ def main() -> int:
     outside = [
         result.latency_s - result.handler_s for result in timed if result.handler_s is not None
     ]
+    in_handler = [
+        result.handler_s - (result.compute_s or 0.0)
+        for result in timed
+        if result.handler_s is not None
+    ]
     compute = [result.compute_s or 0.0 for result in timed]
     figures = {
         "requests": len(results),
@@ -147,6 +154,9 @@ def main() -> int:
         },
         "outside_handler_ms": (
             {"p50": _ms(outside, 50), "p99": _ms(outside, 99)} if outside else None
+        ),
+        "in_handler_ms": (
+            {"p50": _ms(in_handler, 50), "p99": _ms(in_handler, 99)} if in_handler else None
         ),
         "latency_ms": {"p50": _ms(latency, 50), "p99": _ms(latency, 99)},
         "server_compute_ms": {"p50": _ms(compute, 50), "p99": _ms(compute, 99)},
@@ -168,8 +178,12 @@ def main() -> int:
     )
     if outside:
         print(
-            f"  of which outside the server handler  p50 {_ms(outside, 50):.3f} ms"
+            f"    client + transport (- x-handler-us) p50 {_ms(outside, 50):.3f} ms"
             f"  p99 {_ms(outside, 99):.3f} ms"
+        )
+        print(
+            f"    server handler minus compute     p50 {_ms(in_handler, 50):.3f} ms"
+            f"  p99 {_ms(in_handler, 99):.3f} ms"
         )
     print(
         f"  raw latency                        p50 {figures['latency_ms']['p50']:.3f} ms"
