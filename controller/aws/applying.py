@@ -430,12 +430,26 @@ async def _create_security_group(context: _Context, desired: DesiredSecurityGrou
         live_rules = ingress_rules(group.get("IpPermissions", ()))
         done = await _sync_ingress(context, group_id, live_rules, desired.ingress)
         return ("updated" if done else "unchanged"), group_id, "; ".join(done) or "already exists"
-    response = await context.clients.ec2.create_security_group(
-        GroupName=desired.name,
-        Description=desired.description,
-        VpcId=desired.vpc_id,
-        TagSpecifications=[{"ResourceType": "security-group", "Tags": ec2_tag_list(desired.tags)}],
-    )
+    try:
+        response = await context.clients.ec2.create_security_group(
+            GroupName=desired.name,
+            Description=desired.description,
+            VpcId=desired.vpc_id,
+            TagSpecifications=[
+                {"ResourceType": "security-group", "Tags": ec2_tag_list(desired.tags)}
+            ],
+        )
+    except ClientError as exc:
+        if error_code(exc) != "InvalidGroup.Duplicate":
+            raise
+        # Created between our read and our write (a concurrent pass): the next pass
+        # finds it and checks its ownership before using it.
+        raise TransientError(
+            f"security group {desired.name} appeared while being created",
+            service="ec2",
+            operation="CreateSecurityGroup",
+            code="InvalidGroup.Duplicate",
+        ) from exc
     group_id = response["GroupId"]
     context.security_groups[desired.cluster] = group_id
     await _sync_ingress(context, group_id, (), desired.ingress)

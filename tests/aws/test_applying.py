@@ -298,3 +298,38 @@ async def test_spot_refused_without_fallback_is_a_transient_error(aws: Emulator)
     assert {a.resource for a in result.report.not_attempted} == {"task-definition", "service"}
     with pytest.raises(TransientError):
         result.report.raise_for_error()
+
+
+async def test_unmanaged_group_with_our_name_is_refused_and_nothing_launched(
+    aws: Emulator, clients: AwsClients, counter: RequestCounter
+) -> None:
+    ec2 = aws.boto3_client("ec2")
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
+    ec2.create_security_group(
+        GroupName=f"ecs-infer-{CLUSTER}", Description="someone else's", VpcId=vpc["VpcId"]
+    )
+    result = await reconcile_pass(demo_specs(), clients=clients, apply=True)
+    assert result.report is not None
+    assert isinstance(result.report.error, TerminalError)
+    assert result.report.failed is not None
+    assert result.report.failed.resource == "security-group"
+    assert counter.count("RunInstances") == 0
+    assert counter.count("AuthorizeSecurityGroupIngress") == 0
+
+
+async def test_noop_pass_cost_grows_with_batches_not_services(
+    clients: AwsClients, counter: RequestCounter
+) -> None:
+    from aws_helpers import many_specs
+
+    specs = many_specs(25)
+    cold = await reconcile_pass(specs, clients=clients, apply=True)
+    assert cold.report is not None and cold.report.ok, cold.report.error
+    counter.reset()
+    noop = await reconcile_pass(specs, clients=clients, apply=True)
+    assert noop.plan.in_sync
+    assert counter.writes() == {}
+    # vpcs, subnets, ssm, list+describe clusters, groups, instances, list_services,
+    # and ceil(25 / 10) = 3 describe_services.
+    assert counter.count("ecs.DescribeServices") == 3
+    assert counter.total == 11, counter.by_operation()
