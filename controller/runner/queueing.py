@@ -158,6 +158,10 @@ class WorkQueue:
     def processing(self) -> frozenset[str]:
         return frozenset(self._processing)
 
+    def busy(self, key: str) -> bool:
+        """True while `key` is being reconciled."""
+        return key in self._processing
+
     def scheduled(self, key: str) -> bool:
         """True while a delayed add of `key` is pending."""
         return key in self._timers

@@ -130,11 +130,12 @@ class Runner:
 
     def enqueue(self, keys: Iterable[str], *, now: bool = False) -> None:
         """Queue these keys. Unless `now`, a key waiting on a timer (backing off after a
-        failure, or due for verification) keeps waiting: a resync does not undo backoff."""
+        failure, or due for verification) keeps waiting, and a key being reconciled is
+        not queued again (it reads the same level): a resync does not undo backoff."""
         for key in keys:
             if not self.owns(key):
                 continue
-            if now or not self.queue.scheduled(key):
+            if now or not (self.queue.scheduled(key) or self.queue.busy(key)):
                 self.queue.add(key)
 
     async def stop(self, *, grace_s: float) -> None:
@@ -243,11 +244,10 @@ class Runner:
             self.statuses.pop(DEPLOYMENT_PREFIX + name, None)
         self._deployments = deployments
 
-        for name in sorted(deployments):
-            wanted = level.desired.deployments.get(name)
+        for name, spec in sorted(level.specs.deployments.items()):
             service = level.service_of(name)
             gauge = self.metrics.deployment_replicas
-            gauge.labels(deployment=name, state="desired").set(wanted.replicas if wanted else 0)
+            gauge.labels(deployment=name, state="desired").set(spec.spec.replicas)
             gauge.labels(deployment=name, state="running").set(
                 service.running_count if service else 0
             )

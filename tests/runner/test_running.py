@@ -1,0 +1,302 @@
+"""The runner against a scripted shell: the informer, reconcile(key), and the accounting
+the runner does in one place (metrics, backoff, status, readiness). No AWS involved."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from controller.core.plans import Action, Plan
+from controller.core.states import AccountFacts, DesiredState, LiveCluster, ObservedState
+from controller.metrics import Metrics
+from controller.runner.reconciling import (
+    Applied,
+    Informer,
+    Level,
+    ReconcileError,
+    Reconciler,
+)
+from controller.runner.running import Runner, key_label
+from controller.runner.settings import QueueSettings
+from controller.runner.watching import SpecSnapshot
+from controller.specs.loading import SpecSet
+from controller.specs.models import InferenceCluster, InferenceDeployment
+
+FACTS = AccountFacts(region="us-east-1", account_id="123456789012", default_vpc_id=None)
+
+
+def deployment(name: str, replicas: int = 1) -> InferenceDeployment:
+    return InferenceDeployment.model_validate(
+        {
+            "apiVersion": "ecs-infer/v1",
+            "kind": "InferenceDeployment",
+            "metadata": {"name": name},
+            "spec": {"cluster": "demo", "model": {"image": "x"}, "replicas": replicas},
+        }
+    )
+
+
+def specs(*names: str) -> SpecSet:
+    cluster = InferenceCluster.model_validate(
+        {
+            "apiVersion": "ecs-infer/v1",
+            "kind": "InferenceCluster",
+            "metadata": {"name": "demo"},
+            "spec": {"capacity": {"instanceType": "inf1.xlarge"}},
+        }
+    )
+    return SpecSet(clusters={"demo": cluster}, deployments={n: deployment(n) for n in names})
+
+
+def action(key: str, *, reason: str = "missing", resource: str = "service") -> Action:
+    return Action(
+        verb="create" if reason == "missing" else "update",
+        resource=resource,  # type: ignore[arg-type]
+        id=key.rpartition("/")[2],
+        reason=reason,  # type: ignore[arg-type]
+        cluster="demo",
+        key=key,
+    )
+
+
+def level(spec_set: SpecSet, *actions: Action, detected: tuple[Action, ...] = ()) -> Level:
+    return Level(
+        specs=spec_set,
+        desired=DesiredState(clusters={}, deployments={}),
+        observed=ObservedState(
+            facts=FACTS,
+            clusters={"demo": LiveCluster(name="demo", arn="arn", status="ACTIVE", tags={})},
+            security_groups={},
+            instances={},
+            services={},
+            task_definitions={},
+        ),
+        plan=Plan(actions=tuple(actions), detected_drift=detected),
+        read_at=time.time(),
+    )
+
+
+@dataclass
+class ScriptedShell:
+    """Each read returns `next_level()`; applying a key's plan fails for `failing` keys."""
+
+    next_level: Callable[[SpecSet], Level]
+    failing: set[str] = field(default_factory=set)
+    read_delay_s: float = 0.0
+    apply_delay_s: float = 0.0
+    reads: int = 0
+    applied: list[str] = field(default_factory=list)
+
+    async def read_level(self, spec_set: SpecSet) -> Level:
+        self.reads += 1
+        await asyncio.sleep(self.read_delay_s)
+        return self.next_level(spec_set)
+
+    async def apply(self, plan: Plan, *, level: Level) -> Applied:
+        await asyncio.sleep(self.apply_delay_s)
+        key = plan.actions[0].key
+        self.applied.append(key)
+        if key in self.failing:
+            return Applied(attempted=True, error=RuntimeError(f"{key} refused by AWS"))
+        return Applied(changed=plan.actions, attempted=True)
+
+
+def snapshot_of(spec_set: SpecSet, *, valid: bool = True) -> SpecSnapshot:
+    return SpecSnapshot(specs=spec_set, valid=valid, errors=(), revision=None, generation=1)
+
+
+def make(
+    shell: ScriptedShell, spec_set: SpecSet, *, valid: bool = True, **queue: float
+) -> tuple[Runner, Informer, Metrics]:
+    settings = QueueSettings(
+        workers=2,
+        backoff_base_s=queue.get("backoff_base_s", 0.05),
+        backoff_cap_s=queue.get("backoff_cap_s", 0.2),
+        verify_after_s=queue.get("verify_after_s", 0.05),
+    )
+    informer = Informer(shell)
+    informer.set_specs(spec_set)
+    metrics = Metrics()
+    reconciler = Reconciler(
+        shell=shell,
+        informer=informer,
+        snapshot=lambda: snapshot_of(spec_set, valid=valid),
+        settings=settings,
+    )
+    runner = Runner(reconciler=reconciler, metrics=metrics, settings=settings)
+    informer.listeners.append(runner.publish_level)
+    return runner, informer, metrics
+
+
+def value(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+# --- the informer -------------------------------------------------------------------
+
+
+async def test_concurrent_reads_share_one_and_stale_marks_force_another() -> None:
+    shell = ScriptedShell(lambda s: level(s), read_delay_s=0.05)
+    informer = Informer(shell)
+    first = await asyncio.gather(*(informer.level() for _ in range(10)))
+    assert shell.reads == 1 and all(item is first[0] for item in first)
+    assert await informer.level() is first[0]  # fresh: no read
+    informer.mark_stale()
+    waiting = asyncio.gather(*(informer.level() for _ in range(5)))
+    await asyncio.sleep(0.01)
+    informer.mark_stale()  # during the read: that read is not fresh enough
+    await waiting
+    assert shell.reads == 3
+    assert informer.fresh
+
+
+async def test_a_cancelled_reader_does_not_cancel_the_shared_read() -> None:
+    shell = ScriptedShell(lambda s: level(s), read_delay_s=0.05)
+    informer = Informer(shell)
+    impatient = asyncio.create_task(informer.level())
+    patient = asyncio.create_task(informer.level())
+    await asyncio.sleep(0.01)
+    impatient.cancel()
+    assert isinstance(await patient, Level)
+    assert shell.reads == 1
+
+
+# --- reconcile(key) -----------------------------------------------------------------
+
+
+async def test_reconcile_applies_only_its_keys_actions_and_asks_to_verify() -> None:
+    shell = ScriptedShell(
+        lambda s: level(s, action("deployment/a"), action("deployment/b"), action("cluster/demo"))
+    )
+    runner, informer, _ = make(shell, specs("a", "b"))
+    result = await runner.reconciler.reconcile("deployment/a")
+    assert [a.key for a in result.plan.actions] == ["deployment/a"]
+    assert result.requeue_after == 0.05 and len(result.changed) == 1
+    assert not informer.fresh  # a write makes the shared level stale
+
+
+async def test_reconcile_raises_with_what_was_planned() -> None:
+    shell = ScriptedShell(lambda s: level(s, action("deployment/a")), failing={"deployment/a"})
+    runner, _, _ = make(shell, specs("a"))
+    with pytest.raises(ReconcileError, match="refused by AWS") as caught:
+        await runner.reconciler.reconcile("deployment/a")
+    assert len(caught.value.plan.actions) == 1
+
+
+async def test_nothing_is_read_or_applied_while_the_folder_is_invalid() -> None:
+    shell = ScriptedShell(lambda s: level(s, action("deployment/a")))
+    runner, _, metrics = make(shell, specs("a"), valid=False)
+    status = await runner.process("deployment/a")
+    assert status.result == "skipped" and status.note == "spec errors"
+    assert shell.reads == 0 and shell.applied == []
+    assert value(metrics, "ecsinfer_reconcile_total", deployment="a", result="success") is None
+
+
+# --- the runner ---------------------------------------------------------------------
+
+
+async def test_a_failing_key_backs_off_alone_while_the_others_converge() -> None:
+    done: set[str] = set()
+
+    def next_level(spec_set: SpecSet) -> Level:
+        return level(spec_set, *(action(f"deployment/{n}") for n in "abc" if n not in done))
+
+    shell = ScriptedShell(next_level, failing={"deployment/b"})
+    original = shell.apply
+
+    async def apply(plan: Plan, *, level: Level) -> Applied:
+        result = await original(plan, level=level)
+        if result.error is None:
+            done.add(plan.actions[0].key.rpartition("/")[2])
+        return result
+
+    shell.apply = apply  # type: ignore[method-assign]
+    runner, _, metrics = make(shell, specs("a", "b", "c"))
+    runner.start()
+    runner.first_pass(["deployment/a", "deployment/b", "deployment/c"])
+    await asyncio.wait_for(runner.ready.wait(), 2)
+    await asyncio.sleep(0.6)
+    await runner.stop(grace_s=1)
+    assert done == {"a", "c"}
+    assert value(metrics, "ecsinfer_reconcile_total", deployment="a", result="success")
+    errors = value(metrics, "ecsinfer_reconcile_total", deployment="b", result="error")
+    # base 0.05 doubling, capped at 0.2: about 0.05 + 0.1 + 0.2 + 0.2 ... within 0.6 s
+    assert errors is not None and 3 <= errors <= 6
+    status = runner.statuses["deployment/b"]
+    assert status.result == "error" and status.failures == errors
+    assert status.retry_in_s == 0.2  # at the cap
+    assert runner.statuses["deployment/a"].result == "success"
+    assert value(metrics, "ecsinfer_ready") == 1
+    assert value(metrics, "ecsinfer_reconcile_duration_seconds_count", deployment="c")
+
+
+async def test_drift_is_published_from_the_level_and_corrections_counted() -> None:
+    drifted = action("deployment/a", reason="drift")
+    detected = action("deployment/b", reason="drift", resource="task-definition")
+    fixed: list[bool] = []
+
+    def next_level(spec_set: SpecSet) -> Level:
+        return level(spec_set, *([] if fixed else [drifted]), detected=(detected,))
+
+    shell = ScriptedShell(next_level)
+    runner, informer, metrics = make(shell, specs("a", "b"))
+    await informer.level()
+    assert value(metrics, "ecsinfer_drift", deployment="a", resource="service") == 1
+    assert value(metrics, "ecsinfer_drift", deployment="a", resource="task-definition") == 0
+    assert value(metrics, "ecsinfer_drift", deployment="b", resource="task-definition") == 1
+    await runner.process("deployment/a")
+    fixed.append(True)
+    assert value(metrics, "ecsinfer_drift_corrections_total", deployment="a", resource="service")
+    await informer.level()  # the write made it stale: read again
+    assert value(metrics, "ecsinfer_drift", deployment="a", resource="service") == 0
+    # driftPolicy: detect is reported, never corrected
+    assert value(metrics, "ecsinfer_drift", deployment="b", resource="task-definition") == 1
+    assert shell.applied == ["deployment/a"]
+
+
+async def test_series_of_a_removed_spec_are_removed() -> None:
+    current = {"spec_set": specs("a", "b")}
+    shell = ScriptedShell(lambda s: level(current["spec_set"]))
+    _, informer, metrics = make(shell, current["spec_set"])
+    await informer.level()
+    assert value(metrics, "ecsinfer_deployment_replicas", deployment="b", state="desired") == 1
+    assert value(metrics, "ecsinfer_drift", deployment="b", resource="service") == 0
+    current["spec_set"] = specs("a")
+    informer.set_specs(current["spec_set"])
+    await informer.level()
+    assert value(metrics, "ecsinfer_deployment_replicas", deployment="b", state="desired") is None
+    assert value(metrics, "ecsinfer_drift", deployment="b", resource="service") is None
+    assert value(metrics, "ecsinfer_deployment_replicas", deployment="a", state="running") == 0
+
+
+async def test_ready_only_once_every_key_of_the_first_pass_ran() -> None:
+    shell = ScriptedShell(lambda s: level(s), apply_delay_s=0.0, read_delay_s=0.05)
+    runner, _, metrics = make(shell, specs("a"))
+    runner.first_pass(["cluster/demo", "deployment/a"])
+    assert not runner.ready.is_set()
+    await runner.process("cluster/demo")
+    assert not runner.ready.is_set() and value(metrics, "ecsinfer_ready") == 0
+    await runner.process("deployment/a")
+    assert runner.ready.is_set() and value(metrics, "ecsinfer_ready") == 1
+
+
+def test_cluster_keys_keep_their_prefix_as_the_label() -> None:
+    assert key_label("deployment/bert") == "bert"
+    assert key_label("cluster/demo") == "cluster/demo"
+
+
+async def test_stop_lets_the_reconcile_in_flight_finish() -> None:
+    shell = ScriptedShell(lambda s: level(s, action("deployment/a")), apply_delay_s=0.2)
+    runner, _, _ = make(shell, specs("a"))
+    runner.start()
+    runner.enqueue(["deployment/a"])
+    await asyncio.sleep(0.05)  # the apply is in flight
+    started = time.monotonic()
+    await runner.stop(grace_s=2)
+    assert shell.applied == ["deployment/a"]
+    assert runner.statuses["deployment/a"].result == "success"
+    assert time.monotonic() - started < 1
