@@ -230,7 +230,11 @@ async def _carry_out(context: _Context, action: Action) -> _Result:
             return await _delete_cluster(context, _live_name(action, LiveCluster))
         case "security-group", "create":
             return await _create_security_group(context, _desired(action, DesiredSecurityGroup))
-        case "security-group", "update" | "replace":
+        case "security-group", "replace":
+            return await _replace_security_group(
+                context, _desired(action, DesiredSecurityGroup), _live(action, LiveSecurityGroup)
+            )
+        case "security-group", "update":
             return await _update_security_group(
                 context, _desired(action, DesiredSecurityGroup), action.live
             )
@@ -477,6 +481,21 @@ async def _update_security_group(
         await context.clients.ec2.create_tags(Resources=[group_id], Tags=ec2_tag_list(missing))
         done.append("tags")
     return ("updated" if done else "unchanged"), group_id, "; ".join(done)
+
+
+async def _replace_security_group(
+    context: _Context, desired: DesiredSecurityGroup, old: LiveSecurityGroup
+) -> _Result:
+    """A group cannot move VPC: create the new one, then delete the old one if nothing
+    uses it any more (instances in the old VPC keep it until they are replaced)."""
+    _, new_id, _ = await _create_security_group(context, desired)
+    try:
+        await _delete_security_group(context, old)
+    except ClientError as exc:
+        if error_code(exc) != "DependencyViolation":
+            raise
+        return "replaced", old.group_id, f"by {new_id}; the old group is still in use"
+    return "replaced", old.group_id, f"by {new_id}"
 
 
 async def _delete_security_group(context: _Context, live: LiveSecurityGroup) -> _Result:

@@ -333,3 +333,60 @@ async def test_noop_pass_cost_grows_with_batches_not_services(
     # and ceil(25 / 10) = 3 describe_services.
     assert counter.count("ecs.DescribeServices") == 3
     assert counter.total == 11, counter.by_operation()
+
+
+async def test_security_group_replace_creates_in_the_new_vpc_and_drops_the_old(
+    aws: Emulator, clients: AwsClients
+) -> None:
+    from dataclasses import replace
+
+    cluster_only = SpecSet(clusters=demo_specs().clusters)
+    world = await read_world(cluster_only, clients=clients)
+    desired = world.desired.clusters[CLUSTER].security_group
+    assert desired is not None
+    from controller.core.plans import Action as PlanAction
+
+    created = await apply_plan(
+        clients,
+        Plan(
+            actions=(
+                PlanAction(
+                    verb="create",
+                    resource="security-group",
+                    id=desired.name,
+                    reason="missing",
+                    cluster=CLUSTER,
+                    desired=desired,
+                    key=f"cluster/{CLUSTER}",
+                ),
+            )
+        ),
+    )
+    assert created.ok
+    old = (await read_world(cluster_only, clients=clients)).observed.security_groups[CLUSTER]
+    ec2 = aws.boto3_client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
+    moved = replace(desired, vpc_id=vpc)
+    report = await apply_plan(
+        clients,
+        Plan(
+            actions=(
+                PlanAction(
+                    verb="replace",
+                    resource="security-group",
+                    id=old.group_id,
+                    reason="spec change",
+                    cluster=CLUSTER,
+                    desired=moved,
+                    live=old,
+                    key=f"cluster/{CLUSTER}",
+                ),
+            )
+        ),
+    )
+    assert report.ok, report.error
+    groups = ec2.describe_security_groups(
+        Filters=[{"Name": "tag:ecs-infer:cluster", "Values": [CLUSTER]}]
+    )["SecurityGroups"]
+    assert [(g["VpcId"], g["GroupName"]) for g in groups] == [(vpc, desired.name)]
+    assert report.applied[0].outcome == "replaced"
