@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+import structlog
+
+from controller.logs import configure_logging
 from controller.sandbox.emulator import REGION, Emulator, start_emulator
 
 log = logging.getLogger("controller.sandbox")
@@ -190,6 +193,9 @@ def run_sandbox(
         controller=controller,
         pass_interval_s=pass_interval_s,
     )
+    if not structlog.is_configured():
+        # Not started by the CLI: the console lines below say what the passes did.
+        configure_logging(level="WARNING")
     handler = _ConsoleHandler(say)
     dataplane_log = logging.getLogger("controller.sandbox.dataplane")
     dataplane_log.addHandler(handler)
