@@ -44,12 +44,12 @@ def tensor_array(tensor: Any) -> np.ndarray[Any, Any]:
 
 
 async def predict(
-    address: str, request: serving_pb2.PredictRequest | None = None, *, timeout: float = 10.0
+    address: str, request: serving_pb2.PredictRequest | None = None, *, deadline_s: float = 10.0
 ) -> tuple[serving_pb2.PredictResponse, dict[str, str]]:
     """One Predict; the response and its trailing metadata."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = serving_pb2_grpc.PredictionServiceStub(channel)
-        call = stub.Predict(request or predict_request(), timeout=timeout)
+        call = stub.Predict(request or predict_request(), timeout=deadline_s)
         response = await call
         trailing = {key: value for key, value in (await call.trailing_metadata() or ())}
         return response, trailing
@@ -65,15 +65,13 @@ async def model_status(address: str, model: str = "bert") -> serving_pb2.GetMode
         return response
 
 
-async def eventually(
-    probe: Callable[[], T], *, timeout: float = 15.0, interval: float = 0.1
-) -> T:
+async def eventually(probe: Callable[[], T], *, within_s: float = 15.0, interval: float = 0.1) -> T:
     """Poll `probe` (a blocking boto3 look, run off the loop) until it returns truthy."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     last: T = await asyncio.to_thread(probe)
     while not last:
         if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout} s; last seen: {last!r}")
+            raise AssertionError(f"not reached within {within_s} s; last seen: {last!r}")
         await asyncio.sleep(interval)
         last = await asyncio.to_thread(probe)
     return last
@@ -111,8 +109,9 @@ def task_address(
     return f"{private_ip}:{host_port}"
 
 
-def launch(ec2: Any, count: int = 2, *, instance_type: str = "inf1.xlarge",
-           user_data: str = USER_DATA) -> list[str]:
+def launch(
+    ec2: Any, count: int = 2, *, instance_type: str = "inf1.xlarge", user_data: str = USER_DATA
+) -> list[str]:
     reservation = ec2.run_instances(
         ImageId="ami-12c6146b",
         MinCount=count,
@@ -167,8 +166,15 @@ def register(
     return arn
 
 
-def create_demo(ecs: Any, ec2: Any, *, desired: int = 1, cores: int = 4,
-                host_port: int | None = 8500, instances: int = 2) -> str:
+def create_demo(
+    ecs: Any,
+    ec2: Any,
+    *,
+    desired: int = 1,
+    cores: int = 4,
+    host_port: int | None = 8500,
+    instances: int = 2,
+) -> str:
     """The walkthrough's resources made with boto3 directly (no controller)."""
     ecs.create_cluster(clusterName=CLUSTER)
     launch(ec2, instances)

@@ -61,7 +61,7 @@ async def test_the_demo_spec_runs_and_answers_predict(dataplane: DataPlane, ecs:
         result = await reconcile_pass(loaded.specs, clients=clients, apply=True)
     assert result.report is not None and result.report.ok
 
-    joined = await eventually(lambda: len(_container_instances(ecs)) == 2 and _container_instances(ecs))
+    joined = await eventually(lambda: len(found := _container_instances(ecs)) == 2 and found)
     for instance in joined:
         attributes = {a["name"]: a.get("value") for a in instance["attributes"]}
         assert attributes["ecs.instance-type"] == "inf1.xlarge"
@@ -103,6 +103,7 @@ async def test_the_demo_spec_runs_and_answers_predict(dataplane: DataPlane, ecs:
 
 async def test_instances_get_distinct_loopback_addresses(dataplane: DataPlane, ec2: Any):
     launch(ec2, 3, user_data="")
+
     def addresses() -> list[str] | None:
         found = [
             i["PrivateIpAddress"]
@@ -175,7 +176,7 @@ async def test_terminating_an_instance_stops_its_tasks(dataplane: DataPlane, ecs
     assert gone["status"] == "INACTIVE"
     assert len(_container_instances(ecs)) == 1  # INACTIVE ones are not listed
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await predict(address, timeout=2)
+        await predict(address, deadline_s=2)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     # Nowhere to put the replacement: 4 NeuronCores per replica, one instance left.
     await eventually(
@@ -209,8 +210,9 @@ async def test_host_port_conflicts_and_placement_constraints_are_honoured(
     ecs.create_cluster(clusterName=CLUSTER)
     launch(ec2, 1)
     fixed_port = register(ecs, cores=1, host_port=8500)
-    ecs.create_service(cluster=CLUSTER, serviceName=SERVICE, taskDefinition=fixed_port,
-                       desiredCount=2)
+    ecs.create_service(
+        cluster=CLUSTER, serviceName=SERVICE, taskDefinition=fixed_port, desiredCount=2
+    )
     await eventually(lambda: _running(ecs, 1))
     await eventually(
         lambda: any("already using a port" in e["message"] for e in service(ecs)["events"])
@@ -218,12 +220,11 @@ async def test_host_port_conflicts_and_placement_constraints_are_honoured(
     assert service(ecs)["runningCount"] == 1
 
     inf2_only = register(ecs, family="inf2-only", instance_type="inf2.xlarge", host_port=None)
-    ecs.create_service(cluster=CLUSTER, serviceName="inf2", taskDefinition=inf2_only,
-                       desiredCount=1)
+    ecs.create_service(
+        cluster=CLUSTER, serviceName="inf2", taskDefinition=inf2_only, desiredCount=1
+    )
     await eventually(
-        lambda: any(
-            "placement constraints" in e["message"] for e in service(ecs, "inf2")["events"]
-        )
+        lambda: any("placement constraints" in e["message"] for e in service(ecs, "inf2")["events"])
     )
     assert service_tasks(ecs, "inf2") == []
 
@@ -291,9 +292,7 @@ async def test_fault_tags_make_a_task_slow_failing_or_crash(
     await predict(task_address(ecs, ec2, replacement))
 
 
-async def test_a_task_stopped_through_the_api_is_replaced(
-    dataplane: DataPlane, ecs: Any, ec2: Any
-):
+async def test_a_task_stopped_through_the_api_is_replaced(dataplane: DataPlane, ecs: Any, ec2: Any):
     create_demo(ecs, ec2, desired=1)
     (task,) = await eventually(lambda: _running(ecs, 1))
     ecs.stop_task(cluster=CLUSTER, task=task["taskArn"], reason="by hand")

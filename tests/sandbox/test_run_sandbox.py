@@ -10,20 +10,30 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
-from sandbox_helpers import CLUSTER, SERVICE, eventually, predict, service_tasks, task_address
+from sandbox_helpers import CLUSTER, SERVICE, predict, service_tasks, task_address
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "specs" / "ecs-inf1-demo.yaml"
+T = TypeVar("T")
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _eventually(probe: Callable[[], T], *, within_s: float) -> T:
+    deadline = time.monotonic() + within_s
+    while not (found := probe()):
+        assert time.monotonic() < deadline, f"not reached within {within_s} s"
+        time.sleep(0.2)
+    return found
 
 
 def _client(service: str, endpoint: str) -> Any:
@@ -36,7 +46,7 @@ def _client(service: str, endpoint: str) -> Any:
     )
 
 
-async def test_run_sandbox_serves_the_demo_and_stops_on_sigterm(tmp_path: Path) -> None:
+def test_run_sandbox_serves_the_demo_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = _free_port()
     code = (
         "import sys; from pathlib import Path; from controller.sandbox.main import run_sandbox; "
@@ -51,21 +61,21 @@ async def test_run_sandbox_serves_the_demo_and_stops_on_sigterm(tmp_path: Path) 
         )
     try:
         endpoint = f"http://127.0.0.1:{port}"
-        await eventually(
+        _eventually(
             lambda: process.poll() is not None or f"AWS endpoint: {endpoint}" in log.read_text(),
-            timeout=60,
+            within_s=60,
         )
         assert process.poll() is None, log.read_text()
         ecs, ec2 = _client("ecs", endpoint), _client("ec2", endpoint)
-        tasks = await eventually(
+        tasks = _eventually(
             lambda: [
                 t
                 for t in (service_tasks(ecs) if ecs.list_clusters()["clusterArns"] else [])
                 if t["lastStatus"] == "RUNNING"
             ],
-            timeout=60,
+            within_s=60,
         )
-        response, _ = await predict(task_address(ecs, ec2, tasks[0]))
+        response, _ = asyncio.run(predict(task_address(ecs, ec2, tasks[0])))
         assert "sequence_output" in response.outputs
         text = log.read_text()
         assert f"service {SERVICE} has been created" in text
@@ -75,7 +85,7 @@ async def test_run_sandbox_serves_the_demo_and_stops_on_sigterm(tmp_path: Path) 
             process.send_signal(signal.SIGTERM)
         started = time.monotonic()
         try:
-            returncode = await asyncio.to_thread(process.wait, 20)
+            returncode = process.wait(20)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
