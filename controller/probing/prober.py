@@ -193,6 +193,12 @@ class _EndpointState:
     def __post_init__(self) -> None:
         self.latencies = deque(maxlen=max(1, self.history))
 
+    def renew(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.ready = False
+        self.ready_until = 0.0
+        self.latencies.clear()
+
     def status(self) -> EndpointStatus:
         ordered = sorted(self.latencies)
         return EndpointStatus(
@@ -310,7 +316,10 @@ class Prober:
         for key, endpoint in sorted(wanted.items()):
             running = self._loops.get(key)
             if running is not None:
-                running.state.endpoint = endpoint  # a new task may now hold the address
+                if running.state.endpoint.task_arn != endpoint.task_arn:
+                    # Another task now holds the address (a fixed host port, a replaced
+                    # task): the series go on, but readiness and history are the old one's.
+                    running.state.renew(endpoint)
                 continue
             state = previous.get(key) or _EndpointState(
                 endpoint=endpoint, history=self.settings.history
@@ -470,8 +479,11 @@ class Prober:
         request: bytes,
     ) -> None:
         now = asyncio.get_running_loop().time()
+        task = state.endpoint  # a probe that outlives its task (see `renew`) is dropped
         if not state.ready or now >= state.ready_until:
             status = await client.model_status(model=probe.model_name, deadline=probe.timeout_s)
+            if state.endpoint is not task:
+                return
             if not status.available:
                 state.ready = False
                 if status.code != "OK":
@@ -487,6 +499,8 @@ class Prober:
             state.ready = True
             state.ready_until = now + self.settings.status_recheck_s
         result = await client.predict(request, deadline=probe.timeout_s)
+        if state.endpoint is not task:
+            return
         if result.ok:
             self._record_success(state, result.latency_s, result.compute_s)
         else:

@@ -372,3 +372,21 @@ async def test_cancelling_run_closes_the_prober(servers: list[ModelServerHandle]
         await runner
     assert prober.endpoints == frozenset()
     assert success(metrics, "bert", e.address) is None
+
+
+async def test_a_new_task_at_the_same_address_is_checked_afresh(prober: Prober) -> None:
+    with StandInModelServer() as server:
+        old = endpoint("127.0.0.1", server.port, task="old")
+        await prober.update({"bert": replace(PROBE, interval_s=0.05)}, [old])
+        await until(lambda: prober.snapshot()["bert"][server.endpoint].samples >= 3)
+
+        server.behaviour.state = 20  # the new task's model is still LOADING
+        new = endpoint("127.0.0.1", server.port, task="new")
+        changes = await prober.update({"bert": replace(PROBE, interval_s=0.05)}, [new])
+
+        assert changes.started == changes.stopped == ()
+        await until(lambda: prober.snapshot()["bert"][server.endpoint].failures >= 1)
+        status = prober.snapshot()["bert"][server.endpoint]
+        assert status.task_arn == new.task_arn
+        assert status.last_error == "model bert not available (v1 LOADING)"
+        assert status.samples == 0  # the old task's latencies are not the new one's
