@@ -26,7 +26,7 @@ from controller.aws.discovering import (
 )
 from controller.aws.errors import TransientError
 from controller.probing.endpoints import DiscoveryTarget, Endpoint, is_loopback
-from controller.sandbox.emulator import REGION, Emulator
+from controller.sandbox.emulator import BACKEND_LOCK, REGION, Emulator
 
 GRPC_PORT = 8500
 
@@ -63,7 +63,8 @@ class Account:
         if address is None:
             address = f"127.0.0.{self._next_ip}"
             self._next_ip += 1
-        _ec2_backend().get_instance(instance_id).nics[0].private_ip_address = address
+        with BACKEND_LOCK:
+            _ec2_backend().get_instance(instance_id).nics[0].private_ip_address = address
         document = json.dumps({"instanceId": instance_id, "region": REGION})
         registered = self.ecs.register_container_instance(
             cluster=cluster, instanceIdentityDocument=document
@@ -108,29 +109,30 @@ class Account:
             startedBy="ecs-svc/1",
         )
         arn = str(started["tasks"][0]["taskArn"])
-        task = self.backend_task(cluster, arn)
-        if host_port is not None:
-            task.containers[0].network_bindings = [
-                {
-                    "bindIP": "0.0.0.0",
-                    "containerPort": GRPC_PORT,
-                    "hostPort": host_port,
-                    "protocol": "tcp",
-                },
-                {
-                    "bindIP": "::",
-                    "containerPort": GRPC_PORT,
-                    "hostPort": host_port,
-                    "protocol": "tcp",
-                },
-                {
-                    "bindIP": "0.0.0.0",
-                    "containerPort": 8501,
-                    "hostPort": host_port + 1,
-                    "protocol": "tcp",
-                },
-            ]
-        task.last_status = status
+        with BACKEND_LOCK:
+            task = self.backend_task(cluster, arn)
+            if host_port is not None:
+                task.containers[0].network_bindings = [
+                    {
+                        "bindIP": "0.0.0.0",
+                        "containerPort": GRPC_PORT,
+                        "hostPort": host_port,
+                        "protocol": "tcp",
+                    },
+                    {
+                        "bindIP": "::",
+                        "containerPort": GRPC_PORT,
+                        "hostPort": host_port,
+                        "protocol": "tcp",
+                    },
+                    {
+                        "bindIP": "0.0.0.0",
+                        "containerPort": 8501,
+                        "hostPort": host_port + 1,
+                        "protocol": "tcp",
+                    },
+                ]
+            task.last_status = status
         return arn
 
     def start_awsvpc_task(
@@ -147,10 +149,11 @@ class Account:
             },
         )
         arn = str(ran["tasks"][0]["taskArn"])
-        for attachment in self.backend_task(cluster, arn).attachments:
-            for detail in attachment["details"]:
-                if detail["name"] == "privateIPv4Address":
-                    detail["value"] = address
+        with BACKEND_LOCK:
+            for attachment in self.backend_task(cluster, arn).attachments:
+                for detail in attachment["details"]:
+                    if detail["name"] == "privateIPv4Address":
+                        detail["value"] = address
         return arn
 
     def backend_task(self, cluster: str, arn: str) -> Any:
