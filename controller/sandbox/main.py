@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -29,6 +30,7 @@ import structlog
 
 from controller.logs import configure_logging
 from controller.sandbox.emulator import REGION, Emulator, start_emulator
+from controller.sandbox.modelserver import EncoderModel
 
 log = logging.getLogger("controller.sandbox")
 
@@ -123,15 +125,19 @@ async def _controller_loop(
                 await asyncio.wait_for(stopping.wait(), options.pass_interval_s)
 
 
-async def _serve(options: SandboxOptions, emulator: Emulator, say: Callable[[str], None]) -> int:
+async def _serve(
+    options: SandboxOptions,
+    emulator: Emulator,
+    loading: Future[EncoderModel],
+    say: Callable[[str], None],
+) -> int:
     from controller.sandbox.dataplane import DataPlane
-    from controller.sandbox.modelserver import EncoderModel
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
-    model = await asyncio.to_thread(EncoderModel.load)
+    model = await asyncio.wrap_future(loading)
     dataplane = DataPlane(model=model, aws_port=emulator.port)
     controller_task: asyncio.Task[None] | None = None
     try:
@@ -170,7 +176,7 @@ async def _serve(options: SandboxOptions, emulator: Emulator, say: Callable[[str
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await controller_task
         await dataplane.stop()
-        await asyncio.to_thread(model.close)
+        model.close()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
 
@@ -201,16 +207,21 @@ def run_sandbox(
     dataplane_log.addHandler(handler)
     dataplane_log.setLevel(logging.INFO)
     dataplane_log.propagate = False
-    try:
+    # The encoder loads while moto starts (about a second each, mostly outside the GIL).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder-load") as pool:
+        loading = pool.submit(EncoderModel.load)
         try:
-            emulator = start_emulator(aws_port)
-        except OSError as error:
-            say(f"cannot start the AWS emulator on 127.0.0.1:{aws_port}: {error}")
-            return 1
-        _point_botocore_at(emulator)
-        try:
-            return asyncio.run(_serve(options, emulator, say))
+            try:
+                emulator = start_emulator(aws_port)
+            except OSError as error:
+                say(f"cannot start the AWS emulator on 127.0.0.1:{aws_port}: {error}")
+                with contextlib.suppress(Exception):
+                    loading.result().close()
+                return 1
+            _point_botocore_at(emulator)
+            try:
+                return asyncio.run(_serve(options, emulator, loading, say))
+            finally:
+                emulator.stop()
         finally:
-            emulator.stop()
-    finally:
-        dataplane_log.removeHandler(handler)
+            dataplane_log.removeHandler(handler)
