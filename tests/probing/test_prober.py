@@ -4,6 +4,7 @@ the stand-in server where a test needs a model that is not AVAILABLE."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -390,3 +391,52 @@ async def test_a_new_task_at_the_same_address_is_checked_afresh(prober: Prober) 
         assert status.task_arn == new.task_arn
         assert status.last_error == "model bert not available (v1 LOADING)"
         assert status.samples == 0  # the old task's latencies are not the new one's
+
+
+async def test_series_never_outlive_their_endpoints_over_random_updates(prober: Prober) -> None:
+    """Random passes of discovery (endpoints come and go, deployments and settings
+    change, discovery fails): after every update the loops are exactly the wanted
+    loopback endpoints, and no series names an endpoint without a loop."""
+    rng = random.Random(7)
+    with StandInModelServer() as server:
+        ports = [server.port, *range(1, 9)]  # one live endpoint; the rest refuse at once
+        universe = [
+            endpoint("127.0.0.1", port, deployment=deployment, task=f"{deployment}-{port}")
+            for deployment in ("a", "b", "c")
+            for port in ports
+        ] + [endpoint("10.0.0.1", 8500, deployment="a", task="vpc")]
+        expected: set[tuple[str, str]] = set()
+        most_series = 0
+        for _ in range(25):
+            targets = {
+                name: replace(PROBE, interval_s=rng.choice((0.05, 0.1)))
+                for name in ("a", "b", "c")
+                if rng.random() < 0.8
+            }
+            unknown = {name for name in targets if rng.random() < 0.2}
+            found = [e for e in universe if rng.random() < 0.5]
+            await prober.update(targets, found, unknown=unknown)
+
+            kept = {key for key in expected if key[0] in unknown and key[0] in targets}
+            expected = kept | {
+                (e.deployment, e.address)
+                for e in found
+                if e.deployment in targets and e.host == "127.0.0.1"
+            }
+            assert prober.endpoints == expected
+            await asyncio.sleep(rng.choice((0.0, 0.05, 0.15)))
+            labelled = {
+                (sample.labels["deployment"], sample.labels["endpoint"])
+                for family in prober.metrics.registry.collect()
+                if family.name.startswith("ecsinfer_probe_")
+                for sample in family.samples
+                if "endpoint" in sample.labels
+            }
+            assert labelled <= expected
+            most_series = max(most_series, len(labelled))
+            objectives = {
+                sample.labels["deployment"]
+                for sample in prober.metrics.probe_latency_objective.collect()[0].samples
+            }
+            assert objectives == set(targets)
+        assert most_series >= 3  # the invariant was tested on live series, not on none
