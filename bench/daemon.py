@@ -1,0 +1,413 @@
+"""The daemon at 100 deployments: edit-to-update latency, peak RSS, CPU, AWS calls per resync.
+
+Starts `ecs-infer sandbox --no-controller` and then `ecs-infer run` (default settings,
+only the metrics port chosen) as two processes on loopback, on a folder of one cluster
+(inf1.6xlarge, 16 NeuronCores each) and `--deployments` deployments of `--replicas`
+replicas (1 NeuronCore each, every deployment on its own gRPC port so that replicas of
+different deployments share instances), probed every second. Then it measures:
+
+- edit → service updated: a deployment's `replicas` is edited in its file; seconds until
+  `describe_services` shows the new desiredCount (goal: <= 5 s with default settings);
+- the daemon's peak RSS (`VmHWM`; goal: <= 150 MB);
+- the daemon's CPU over a steady window while it probes every endpoint at 1 Hz, in % of
+  one core (goal for probing 200 endpoints: <= 10 %); the window includes one resync
+  and the periodic discoveries, so it bounds the probing share from above;
+- AWS calls of one resync pass (`read_level`: what the informer reads), by operation,
+  counted through the shell's request hook in this process against the same sandbox;
+  and the calls of one endpoint discovery.
+
+The probe's `sequenceLength` defaults to 8 here (the walkthrough's is 128): the 200
+model servers share this machine's 2 cores with everything else, and the figure being
+measured is the controller's cost, not the encoder's.
+
+    .venv/bin/python bench/daemon.py [--deployments 100] [--replicas 2] [--window 40] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import boto3  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+CLUSTER = "bench"
+REGION = "us-east-1"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except OSError as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise SystemExit(f"timed out after {timeout:g}s waiting for {what}: {last!r}")
+
+
+def env_for(endpoint: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_DEFAULT_REGION=REGION,
+        AWS_REGION=REGION,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+    )
+    env.pop("AWS_PROFILE", None)
+    return env
+
+
+def write_specs(
+    folder: Path, *, deployments: int, replicas: int, sequence_length: int, group_id: str
+) -> None:
+    cores = deployments * replicas
+    instances = -(-cores // 16)
+    (folder / "cluster.yaml").write_text(
+        f"""apiVersion: ecs-infer/v1
+kind: InferenceCluster
+metadata:
+  name: {CLUSTER}
+spec:
+  capacity:
+    instanceType: inf1.6xlarge
+    market: on-demand
+    minInstances: 1
+    maxInstances: {instances + 4}
+  # A group of our own: the managed one would open one rule per deployment port, and
+  # 200 ports are past the 60 rules a security group may hold.
+  securityGroupIds: [{group_id}]
+"""
+    )
+    for index in range(deployments):
+        write_deployment(folder, index, replicas=replicas, sequence_length=sequence_length)
+
+
+def write_deployment(folder: Path, index: int, *, replicas: int, sequence_length: int) -> None:
+    name = f"m{index:03d}"
+    (folder / f"{name}.yaml").write_text(
+        f"""apiVersion: ecs-infer/v1
+kind: InferenceDeployment
+metadata:
+  name: {name}
+spec:
+  cluster: {CLUSTER}
+  model:
+    image: 123456789012.dkr.ecr.us-east-1.amazonaws.com/{name}:latest
+    grpcPort: {9000 + 2 * index}
+    restPort: {9001 + 2 * index}
+  neuronCores: 1
+  replicas: {replicas}
+  executionRoleArn: arn:aws:iam::123456789012:role/ecsTaskExecutionRole
+  probe:
+    interval: 1s
+    timeout: 900ms
+    sequenceLength: {sequence_length}
+"""
+    )
+
+
+def scrape(address: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def services(ecs: Any, names: list[str]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(names), 10):
+        response = ecs.describe_services(cluster=CLUSTER, services=names[start : start + 10])
+        for raw in response["services"]:
+            if raw["status"] == "ACTIVE":
+                found[raw["serviceName"]] = raw
+    return found
+
+
+async def resync_calls(endpoint: str, folder: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """AWS calls of one informer read, and of one endpoint discovery, by operation."""
+    os.environ.update(env_for(endpoint))
+    from controller.aws.clients import AwsClients, RequestCounter
+    from controller.aws.discovering import discover
+    from controller.daemon import AwsShell, discovery_targets
+    from controller.specs.loading import load_folder
+
+    specs = load_folder(folder).specs
+    counter = RequestCounter()
+    async with AwsClients(on_request=counter) as clients:
+        shell = AwsShell(clients)
+        await shell.read_level(specs)  # warm: the account id is asked once per process
+        counter.reset()
+        level = await shell.read_level(specs)
+        read = counter.by_operation()
+        counter.reset()
+        await discover(clients, targets=discovery_targets(level))
+        discovery = counter.by_operation()
+    return read, discovery
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--deployments", type=int, default=100)
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--sequence-length", type=int, default=8)
+    parser.add_argument("--window", type=float, default=40.0, help="CPU window, seconds")
+    parser.add_argument("--edits", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="ecs-infer-bench-"))
+    folder = work / "specs"
+    folder.mkdir()
+    aws_port = free_port()
+    endpoint = f"http://127.0.0.1:{aws_port}"
+    address = f"127.0.0.1:{free_port()}"
+    sandbox_log = (work / "sandbox.log").open("wb")
+    sandbox = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "controller",
+            "sandbox",
+            "--no-controller",
+            "--aws-port",
+            str(aws_port),
+        ],
+        stdout=sandbox_log,
+        stderr=subprocess.STDOUT,
+        env=env_for(endpoint),
+    )
+    daemon: subprocess.Popen[bytes] | None = None
+    figures: dict[str, Any] = {"deployments": args.deployments, "replicas": args.replicas}
+    try:
+        wait_for(
+            lambda: "AWS endpoint:" in (work / "sandbox.log").read_text(),
+            timeout=120,
+            what="the sandbox",
+        )
+        ec2 = boto3.client(
+            "ec2",
+            endpoint_url=endpoint,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        groups = ec2.describe_security_groups(GroupNames=["default"])["SecurityGroups"]
+        write_specs(
+            folder,
+            deployments=args.deployments,
+            replicas=args.replicas,
+            sequence_length=args.sequence_length,
+            group_id=groups[0]["GroupId"],
+        )
+        daemon_log = (work / "daemon.log").open("wb")
+        started = time.monotonic()
+        daemon = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "controller",
+                "--log-format",
+                "json",
+                "--log-level",
+                "WARNING",
+                "run",
+                str(folder),
+                "--metrics-addr",
+                address,
+            ],
+            stdout=daemon_log,
+            stderr=subprocess.STDOUT,
+            env=env_for(endpoint),
+        )
+        ecs = boto3.client(
+            "ecs",
+            endpoint_url=endpoint,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        names = [f"m{index:03d}" for index in range(args.deployments)]
+        endpoints = args.deployments * args.replicas
+
+        def converged() -> bool:
+            try:
+                found = services(ecs, names)
+            except ecs.exceptions.ClusterNotFoundException:
+                return False
+            return len(found) == len(names) and all(
+                s["runningCount"] == args.replicas for s in found.values()
+            )
+
+        wait_for(converged, timeout=600, what="every service running", interval=2)
+        figures["first_convergence_s"] = round(time.monotonic() - started, 1)
+
+        def probing() -> int:
+            ok = sum(
+                1
+                for (name, _), value in scrape(address).items()
+                if name == "ecsinfer_probe_success" and value == 1
+            )
+            return ok if ok >= endpoints else 0
+
+        wait_for(probing, timeout=300, what=f"{endpoints} endpoints probed ok", interval=2)
+        figures["all_probed_s"] = round(time.monotonic() - started, 1)
+
+        # Steady state: CPU over a window (one resync and the discoveries included).
+        before_cpu, before = cpu_seconds(daemon.pid), scrape(address)
+        window_start = time.monotonic()
+        time.sleep(args.window)
+        after_cpu, after = cpu_seconds(daemon.pid), scrape(address)
+        elapsed = time.monotonic() - window_start
+
+        def total(samples: dict[Any, float], name: str) -> float:
+            return sum(v for (n, _), v in samples.items() if n == name)
+
+        probes = total(after, "ecsinfer_probe_latency_seconds_count") - total(
+            before, "ecsinfer_probe_latency_seconds_count"
+        )
+        figures["steady_cpu_percent_of_one_core"] = round(
+            100 * (after_cpu - before_cpu) / elapsed, 1
+        )
+        figures["successful_probes_per_s"] = round(probes / elapsed, 1)
+        figures["aws_requests_per_min_steady"] = round(
+            60
+            * (
+                total(after, "ecsinfer_aws_requests_total")
+                - total(before, "ecsinfer_aws_requests_total")
+            )
+            / elapsed,
+            1,
+        )
+        ok_now = sum(1 for (n, _), v in after.items() if n == "ecsinfer_probe_success" and v == 1)
+        figures["endpoints_ok"] = ok_now
+
+        # Edit -> service updated, with the default settings.
+        latencies: list[float] = []
+        for edit in range(args.edits):
+            index = (edit * 37 + 11) % args.deployments
+            name = f"m{index:03d}"
+            wanted = args.replicas - 1
+            write_deployment(folder, index, replicas=wanted, sequence_length=args.sequence_length)
+            edited = time.monotonic()
+
+            def updated(name: str = name, wanted: int = wanted) -> bool:
+                found = ecs.describe_services(cluster=CLUSTER, services=[name])["services"]
+                return bool(found) and found[0]["desiredCount"] == wanted
+
+            wait_for(updated, timeout=60, what=f"{name} updated", interval=0.05)
+            latencies.append(time.monotonic() - edited)
+            time.sleep(1.0)
+        figures["edit_to_update_s"] = {
+            "each": [round(value, 2) for value in latencies],
+            "median": round(statistics.median(latencies), 2),
+            "max": round(max(latencies), 2),
+        }
+        figures["peak_rss_mb"] = round(peak_rss_mb(daemon.pid), 1)
+
+        read, discovery = asyncio.run(resync_calls(endpoint, folder))
+        figures["aws_calls_per_resync"] = {"total": sum(read.values()), "by_operation": read}
+        figures["aws_calls_per_discovery"] = {
+            "total": sum(discovery.values()),
+            "by_operation": discovery,
+        }
+
+        daemon.send_signal(signal.SIGTERM)
+        stop_started = time.monotonic()
+        code = daemon.wait(timeout=15)
+        figures["sigterm"] = {
+            "exit_code": code,
+            "seconds": round(time.monotonic() - stop_started, 2),
+        }
+    finally:
+        if daemon is not None and daemon.poll() is None:
+            daemon.kill()
+        sandbox.send_signal(signal.SIGTERM)
+        try:
+            sandbox.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            sandbox.kill()
+
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print(
+            f"ecs-infer run with {args.deployments} deployments x {args.replicas} replicas "
+            f"({args.deployments * args.replicas} endpoints probed at 1 Hz), default settings"
+        )
+        print(
+            f"  first convergence:        {figures['first_convergence_s']} s "
+            f"(all probed ok after {figures['all_probed_s']} s)"
+        )
+        edit = figures["edit_to_update_s"]
+        print(
+            f"  spec edit -> service:     median {edit['median']} s, max {edit['max']} s "
+            f"(goal <= 5 s) {edit['each']}"
+        )
+        print(f"  peak RSS:                 {figures['peak_rss_mb']} MB (goal <= 150 MB)")
+        print(
+            f"  steady CPU:               {figures['steady_cpu_percent_of_one_core']} % of "
+            f"one core (goal for probing <= 10 %), {figures['successful_probes_per_s']} "
+            f"successful probes/s, {figures['endpoints_ok']} endpoints ok"
+        )
+        print(
+            f"  AWS calls per resync:     {figures['aws_calls_per_resync']['total']} "
+            f"{figures['aws_calls_per_resync']['by_operation']}"
+        )
+        print(
+            f"  AWS calls per discovery:  {figures['aws_calls_per_discovery']['total']} "
+            f"{figures['aws_calls_per_discovery']['by_operation']}"
+        )
+        print(f"  AWS requests per minute, steady: {figures['aws_requests_per_min_steady']}")
+        print(
+            f"  SIGTERM:                  exit {figures['sigterm']['exit_code']} after "
+            f"{figures['sigterm']['seconds']} s"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
