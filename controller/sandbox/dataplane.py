@@ -39,9 +39,11 @@ Every tick (0.25 s by default), holding the emulator's `BACKEND_LOCK`:
   COMPLETED when the PRIMARY deployment alone runs desiredCount tasks. `runningCount`,
   `pendingCount` of the service, its deployments and the cluster are counted from the
   tasks; the service logs ECS's events (started / stopped tasks, steady state).
-- **Tasks** start PENDING and become RUNNING once their model server listens. A task
-  stopped through the API (`stop_task`) is replaced by the scheduler. Stopped tasks stay
-  visible for an hour.
+- **Tasks** start PENDING and become RUNNING once their model server listens (a server
+  that cannot bind its address fails the task: CannotStartContainerError). A task
+  stopped through the API (`stop_task`), or whose container instance is deregistered,
+  is replaced by the scheduler; after a task fails to start or crashes, its service
+  waits a few seconds before starting another. Stopped tasks stay visible for an hour.
 
 **Model servers.** A running task whose task definition maps a gRPC port serves the TF
 Serving API (`modelserver`) on (its instance's address, the host port bound to that
@@ -71,9 +73,10 @@ unless asked by status; `CreateService` keeps `placementConstraints`,
 `placementStrategy` and `deploymentConfiguration` (with ECS's defaults); `UpdateService`
 records the task definition's full ARN and leaves runningCount to the scheduler.
 
-Gaps: no `awsvpc` ENIs (an awsvpc task binds its container ports on the instance
+One data plane per process (moto's backends are process-wide). Gaps: no `awsvpc` ENIs (an awsvpc task binds its container ports on the instance
 address), no placement strategies other than spread, no capacity providers, no REST
-API, health checks or load balancers, one account and region.
+API, health checks or load balancers, FARGATE services are placed on instances like
+EC2 ones, one account and region.
 """
 
 from __future__ import annotations
@@ -142,7 +145,8 @@ class DataPlaneSettings:
     event_repeat_s: float = 30.0
     """A service repeats the same "unable to place" event at most this often."""
     start_failure_backoff_s: float = 5.0
-    """After a task of a service fails to start, wait this long before starting another."""
+    """After a task of a service fails to start or crashes, wait this long before starting
+    another (ECS throttles restarts too)."""
 
 
 def address_prefix_for(port: int) -> str:
@@ -236,7 +240,8 @@ def _install_patches() -> None:
             return result
 
         def update_service(self: Any, properties: dict[str, Any]) -> Any:
-            force = bool(properties.get("force_new_deployment"))
+            # moto would rename the PRIMARY deployment in place; the scheduler makes a new one.
+            force = bool(properties.pop("force_new_deployment", False))
             definition = properties.get("task_definition")
             cluster = self._get_cluster(properties.get("cluster", "default"))
             name = str(properties.get("service", "")).split("/")[-1]
@@ -484,6 +489,7 @@ class _Scheduler:
             self._run_agents(ecs, instances)
             self._settle_stopped(ecs)
             self._crash_tasks(ecs)
+            self._orphaned_tasks(ecs)
             for key, service in list(ecs.services.items()):
                 self._schedule(ecs, key, service)
             self._count(ecs)
@@ -497,7 +503,7 @@ class _Scheduler:
         block, host = divmod(index, 254)
         b += block
         a += b // 256
-        return f"127.{a % 256}.{b % 256}.{host + 1}"
+        return f"127.{a % 256 or 1}.{b % 256}.{host + 1}"  # never 127.0.0.x
 
     def _assign_addresses(self, instances: Mapping[str, Any]) -> None:
         for instance_id in list(self._addresses):
@@ -649,6 +655,30 @@ class _Scheduler:
                         reason="Essential container in task exited",
                         code="EssentialContainerExited",
                     )
+                    self._note_start_failure(ecs, task)
+
+    def _orphaned_tasks(self, ecs: Any) -> None:
+        """Tasks whose container instance was deregistered or went INACTIVE stop (a
+        service's are then replaced elsewhere)."""
+        for cluster_name in list(ecs.tasks):
+            instances = ecs.container_instances.get(cluster_name, {})
+            for task in self._live_tasks(ecs, cluster_name):
+                if not task.container_instance_arn:
+                    continue
+                instance = instances.get(_short(task.container_instance_arn))
+                if instance is None or instance.status == "INACTIVE":
+                    self._stop_task(
+                        ecs,
+                        task,
+                        reason="Container instance deregistered",
+                        code="ServiceSchedulerInitiated",
+                    )
+
+    def _note_start_failure(self, ecs: Any, task: Any) -> None:
+        for key, service in ecs.services.items():
+            same_cluster = service.cluster_name == task.cluster_name
+            if same_cluster and task.group == f"service:{service.name}":
+                self._start_failed_at[key] = time.monotonic()
 
     def _settle_stopped(self, ecs: Any) -> None:
         """Tasks stopped through the API (moto's stop_task) look like ECS's stopped tasks."""
@@ -1182,9 +1212,7 @@ class _Scheduler:
                     reason=f"CannotStartContainerError: {failures[task.task_arn]}",
                     code="TaskFailedToStart",
                 )
-                for key, service in ecs.services.items():
-                    if task.group == f"service:{service.name}":
-                        self._start_failed_at[key] = time.monotonic()
+                self._note_start_failure(ecs, task)
 
     @staticmethod
     def _tasks_by_arn(ecs: Any, arns: Sequence[str]) -> Iterator[Any]:

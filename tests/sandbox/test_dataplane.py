@@ -322,3 +322,40 @@ def test_placement_expressions() -> None:
 )
 def test_fault_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
+
+
+async def test_force_new_deployment_replaces_the_tasks(dataplane: DataPlane, ecs: Any, ec2: Any):
+    create_demo(ecs, ec2, desired=1)
+    (old,) = await eventually(lambda: _running(ecs, 1))
+    first_deployment = service(ecs)["deployments"][0]["id"]
+    ecs.update_service(cluster=CLUSTER, service=SERVICE, forceNewDeployment=True)
+
+    def replaced() -> list[dict[str, Any]] | None:
+        tasks = _running(ecs, 1)
+        deployments = service(ecs)["deployments"]
+        done = (
+            tasks
+            and tasks[0]["taskArn"] != old["taskArn"]
+            and len(deployments) == 1
+            and deployments[0]["id"] != first_deployment
+            and deployments[0]["rolloutState"] == "COMPLETED"
+        )
+        return tasks if done else None
+
+    (new,) = await eventually(replaced)
+    assert new["startedBy"] == service(ecs)["deployments"][0]["id"]
+
+
+async def test_a_deregistered_instance_loses_its_tasks_to_another(
+    dataplane: DataPlane, ecs: Any, ec2: Any
+):
+    create_demo(ecs, ec2, desired=1)
+    (task,) = await eventually(lambda: _running(ecs, 1))
+    ecs.deregister_container_instance(
+        cluster=CLUSTER, containerInstance=task["containerInstanceArn"], force=True
+    )
+    (moved,) = await eventually(
+        lambda: (tasks := _running(ecs, 1)) and tasks[0]["taskArn"] != task["taskArn"] and tasks
+    )
+    assert moved["containerInstanceArn"] != task["containerInstanceArn"]
+    await predict(task_address(ecs, ec2, moved))
