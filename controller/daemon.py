@@ -21,8 +21,8 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -198,7 +198,7 @@ def run_daemon(path: Path, *, settings: RunnerSettings | None = None) -> int:
     return asyncio.run(main())
 
 
-def _stopper(stop: asyncio.Event, signum: int) -> Any:
+def _stopper(stop: asyncio.Event, signum: int) -> Callable[[], None]:
     def on_signal() -> None:
         log.info("daemon.signal", signal=signal.Signals(signum).name)
         stop.set()

