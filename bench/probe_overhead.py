@@ -33,7 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from controller.probing.command import percentile  # noqa: E402
-from controller.tfserving.client import PredictResult, TFServingClient  # noqa: E402
+from controller.tfserving.client import (  # noqa: E402
+    DEFAULT_CHANNEL_OPTIONS,
+    PredictResult,
+    TFServingClient,
+)
 from controller.tfserving.requests import encode_predict_request  # noqa: E402
 
 
@@ -66,13 +70,23 @@ def _start_server(threads: int) -> tuple[subprocess.Popen[str], str]:
 
 
 async def _measure(
-    endpoint: str, *, requests: int, warmup: int, output_filter: tuple[str, ...]
+    endpoint: str,
+    *,
+    requests: int,
+    warmup: int,
+    output_filter: tuple[str, ...],
+    options: tuple[tuple[str, int | str], ...],
 ) -> list[PredictResult]:
     request = encode_predict_request(model="bert", output_filter=output_filter)
-    async with TFServingClient(endpoint) as client:
+    async with TFServingClient(endpoint, options=DEFAULT_CHANNEL_OPTIONS + options) as client:
         for _ in range(warmup):
             await client.predict(request, deadline=10.0)
         return [await client.predict(request, deadline=10.0) for _ in range(requests)]
+
+
+def _option(text: str) -> tuple[str, int | str]:
+    key, _, value = text.partition("=")
+    return (key, int(value) if value.lstrip("-").isdigit() else value)
 
 
 def _ms(values: list[float], q: float) -> float:
@@ -96,6 +110,14 @@ def main() -> int:
         help="onnxruntime threads in the server (default 1: one core is "
         "left to the client on a 2-core machine)",
     )
+    parser.add_argument(
+        "--channel-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra gRPC channel option for the client (repeatable), e.g. "
+        "grpc.http2.bdp_probe=0",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -112,6 +134,7 @@ def main() -> int:
                 requests=args.requests,
                 warmup=args.warmup,
                 output_filter=tuple(args.output_filter),
+                options=tuple(_option(text) for text in args.channel_option),
             )
         )
         wall = time.perf_counter() - started
@@ -145,6 +168,7 @@ def main() -> int:
     figures = {
         "requests": len(results),
         "output_filter": list(args.output_filter),
+        "channel_options": list(args.channel_option),
         "server_threads": args.server_threads,
         "cpus": os.cpu_count(),
         "overhead_ms": {

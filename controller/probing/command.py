@@ -143,19 +143,20 @@ class ProbeReport:
         }
 
     def to_text(self) -> str:
-        lines = [
+        header = (
             f"target      {self.target}  model {self.model}  sequence length "
             f"{self.sequence_length}  concurrency {self.concurrency}  "
-            f"warm-up {self.warmup} (excluded)",
+            f"warm-up {self.warmup} (excluded)"
+        )
+        if self.unreachable and self.count == 0:
+            return "\n".join(
+                [header, "unreachable every warm-up call failed", f"first error {self.first_error}"]
+            )
+        codes = ", ".join(f"{code} {n}" for code, n in sorted(self.error_codes.items()))
+        lines = [
+            header,
             f"count       {self.count}",
-            f"errors      {self.errors}"
-            + (
-                " ("
-                + ", ".join(f"{code} {n}" for code, n in sorted(self.error_codes.items()))
-                + ")"
-                if self.error_codes
-                else ""
-            ),
+            f"errors      {self.errors}" + (f" ({codes})" if codes else ""),
         ]
         if self.latency is not None:
             ms = self.latency.milliseconds()
@@ -169,6 +170,8 @@ class ProbeReport:
             )
         if self.wall_s > 0:
             lines.append(f"throughput  {self.count / self.wall_s:.1f} req/s")
+        if self.unreachable:
+            lines.append("unreachable every call failed with UNAVAILABLE")
         if self.first_error:
             lines.append(f"first error {self.first_error}")
         return "\n".join(lines)
@@ -201,6 +204,7 @@ async def probe(
     warmup: int = 5,
     deadline: float = 5.0,
     sequence_length: int = 128,
+    output_filter: Sequence[str] = (),
 ) -> ProbeReport:
     """Runs the probe and returns its report; raises ProbeUsageError for bad arguments."""
     parse_target(target)
@@ -214,7 +218,9 @@ async def probe(
         raise ProbeUsageError(f"timeout must be positive, got {deadline}")
     if sequence_length < 1:
         raise ProbeUsageError(f"sequence length must be positive, got {sequence_length}")
-    request = encode_predict_request(model=model, sequence_length=sequence_length)
+    request = encode_predict_request(
+        model=model, sequence_length=sequence_length, output_filter=output_filter
+    )
     report = ProbeReport(
         target=target,
         model=model,
@@ -270,10 +276,15 @@ def run_probe(
     timeout: float = 5.0,
     sequence_length: int = 128,
     output: str = "text",
+    output_filter: Sequence[str] = (),
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> int:
-    """The `probe` command: prints the report; 0 when every call succeeded, else 1."""
+    """The `probe` command: prints the report; 0 when every call succeeded, else 1.
+
+    `output_filter` asks the server for these outputs only (smaller answers; the names
+    must exist in the model's signature, or every call fails with INVALID_ARGUMENT).
+    """
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     if output not in ("text", "json"):
@@ -289,6 +300,7 @@ def run_probe(
                 warmup=warmup,
                 deadline=timeout,
                 sequence_length=sequence_length,
+                output_filter=output_filter,
             )
         )
     except ProbeUsageError as error:

@@ -224,3 +224,23 @@ def test_against_the_sandbox_bert_server(capsys: pytest.CaptureFixture[str]) -> 
     assert code == 0 and report["count"] == 5 and report["errors"] == 0
     compute, latency = report["server_compute_ms"]["p50"], report["latency_ms"]["p50"]
     assert 0 < compute < latency
+
+
+def test_output_filter_is_sent(
+    server: StandInModelServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from controller.tfserving import serving_pb2
+
+    code, _, _ = _json_probe(
+        capsys, server.endpoint, requests=1, warmup=0, output_filter=["pooled_output"]
+    )
+    assert code == 0
+    sent = serving_pb2.PredictRequest.FromString(server.requests[-1])
+    assert list(sent.output_filter) == ["pooled_output"]
+
+
+def test_unreachable_text_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_probe(f"127.0.0.1:{_free_port()}", warmup=2) == 1
+    out = capsys.readouterr().out
+    assert "unreachable every warm-up call failed" in out
+    assert "count" not in out
