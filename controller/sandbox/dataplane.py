@@ -73,7 +73,8 @@ unless asked by status; `CreateService` keeps `placementConstraints`,
 `placementStrategy` and `deploymentConfiguration` (with ECS's defaults); `UpdateService`
 records the task definition's full ARN and leaves runningCount to the scheduler.
 
-One data plane per process (moto's backends are process-wide). Gaps: no `awsvpc` ENIs (an awsvpc task binds its container ports on the instance
+One data plane per process (moto's backends are process-wide). Gaps: no `awsvpc` ENIs
+(an awsvpc task binds its container ports on the instance
 address), no placement strategies other than spread, no capacity providers, no REST
 API, health checks or load balancers, FARGATE services are placed on instances like
 EC2 ones, one account and region.

@@ -5,10 +5,10 @@ emulated data plane with its model servers, and the controller on a spec folder;
 console output a newcomer reads; signals. Must not: bind anything but loopback, or
 leave a thread or process behind when it returns.
 
-Until the daemon exists, the controller is an apply pass every few seconds while the
-folder is valid (the folder is re-read before each pass), printing what each pass
-changed. The controller reaches the emulator through the ordinary botocore chain:
-`AWS_ENDPOINT_URL`, region and dummy credentials are set in this process's environment.
+The controller is the daemon of `ecs-infer run` (`controller.daemon.run_daemon_async`),
+serving metrics on `--metrics-addr`; it reaches the emulator through the ordinary
+botocore chain: `AWS_ENDPOINT_URL`, region and dummy credentials are set in this
+process's environment. Its log lines are the console output of what it does.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ from controller.sandbox.modelserver import EncoderModel
 
 log = logging.getLogger("controller.sandbox")
 
-PASS_INTERVAL_S = 5.0
-
 
 @dataclass(frozen=True, kw_only=True)
 class SandboxOptions:
@@ -43,7 +41,6 @@ class SandboxOptions:
     aws_port: int
     metrics_addr: str
     controller: bool
-    pass_interval_s: float = PASS_INTERVAL_S
 
 
 def _console(stream: TextIO) -> Callable[[str], None]:
@@ -78,51 +75,14 @@ def _point_botocore_at(emulator: Emulator) -> None:
     os.environ.pop("AWS_SESSION_TOKEN", None)
 
 
-async def _controller_loop(
-    options: SandboxOptions, say: Callable[[str], None], stopping: asyncio.Event
-) -> None:
-    """An apply pass every few seconds while the folder is valid (until the daemon)."""
-    from controller.aws.clients import AwsClients
-    from controller.aws.errors import AwsError
-    from controller.aws.passes import reconcile_pass
-    from controller.specs.loading import load_folder
+async def _controller(options: SandboxOptions, stopping: asyncio.Event) -> int:
+    """The controller daemon on the spec folder, in this process, until `stopping`."""
+    from controller.daemon import run_daemon_async
+    from controller.runner.settings import RunnerSettings, ServingSettings
 
     assert options.specs is not None
-    last_errors: tuple[str, ...] = ()
-    quiet = False
-    async with AwsClients() as clients:
-        while not stopping.is_set():
-            loaded = await asyncio.to_thread(load_folder, options.specs)
-            errors = tuple(str(error) for error in loaded.errors)
-            if errors:
-                if errors != last_errors:
-                    say(f"[controller] {options.specs} is invalid; not applying until fixed:")
-                    for line in errors:
-                        say(f"[controller]   {line}")
-                last_errors = errors
-            else:
-                last_errors = ()
-                try:
-                    result = await reconcile_pass(loaded.specs, clients=clients, apply=True)
-                except AwsError as error:
-                    say(f"[controller] pass failed: {error}")
-                    quiet = False
-                else:
-                    report = result.report
-                    lines = report.lines() if report is not None else []
-                    for line in lines:
-                        say(f"[controller] {line}")
-                    for warning in result.plan.warnings:
-                        say(f"[controller] warning: {warning}")
-                    if lines or not quiet:
-                        state = "changes applied" if lines else "in sync"
-                        say(
-                            f"[controller] pass: {state} ({len(loaded.specs.deployments)} "
-                            f"deployments, {result.duration_s * 1000:.0f} ms)"
-                        )
-                    quiet = not lines and report is not None and report.ok
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), options.pass_interval_s)
+    settings = RunnerSettings(serving=ServingSettings(metrics_addr=options.metrics_addr))
+    return await run_daemon_async(options.specs, settings=settings, stop=stopping)
 
 
 async def _serve(
@@ -139,7 +99,7 @@ async def _serve(
         loop.add_signal_handler(signum, stopping.set)
     model = await asyncio.wrap_future(loading)
     dataplane = DataPlane(model=model, aws_port=emulator.port)
-    controller_task: asyncio.Task[None] | None = None
+    controller_task: asyncio.Task[int] | None = None
     try:
         await dataplane.start()
         say(f"AWS endpoint: {emulator.endpoint}")
@@ -149,9 +109,12 @@ async def _serve(
         )
         say(f"  look: aws --endpoint-url {emulator.endpoint} --region {REGION} ecs list-clusters")
         if options.controller and options.specs is not None:
-            say(f"  metrics (once the daemon serves them): http://{options.metrics_addr}/metrics")
-            say(f"[controller] applying {options.specs} every {options.pass_interval_s:g} s")
-            controller_task = asyncio.create_task(_controller_loop(options, say, stopping))
+            if options.metrics_addr.endswith(":0"):
+                say("  metrics: on a free port (the controller logs it: serving.started)")
+            else:
+                say(f"  metrics: http://{options.metrics_addr}/metrics (also /status, /readyz)")
+            say(f"[controller] running on {options.specs}")
+            controller_task = asyncio.create_task(_controller(options, stopping))
         elif options.controller:
             say("  no --specs: the controller is not running (emulated AWS and data plane only)")
         else:
@@ -163,18 +126,20 @@ async def _serve(
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         stop_wait.cancel()
         if controller_task is not None and controller_task in done:
-            error = controller_task.exception()
-            if error is not None:
-                say(f"[controller] stopped on an error: {error!r}")
-                return 1
+            code = controller_task.result()  # the daemon returns before a stop only on error
+            say(f"[controller] stopped with exit code {code}")
+            return code or 1
         say("stopping")
         return 0
     finally:
         stopping.set()
         if controller_task is not None:
-            controller_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await controller_task
+            try:  # the daemon stops by itself once `stopping` is set (shutdown grace 8 s)
+                await asyncio.wait_for(asyncio.shield(controller_task), 15)
+            except (TimeoutError, Exception):
+                controller_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await controller_task
         await dataplane.stop()
         model.close()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -187,7 +152,6 @@ def run_sandbox(
     aws_port: int,
     metrics_addr: str,
     controller: bool,
-    pass_interval_s: float = PASS_INTERVAL_S,
     stream: TextIO | None = None,
 ) -> int:
     """Run the sandbox until SIGINT/SIGTERM; 0 on a clean stop, 1 when it cannot run."""
@@ -197,11 +161,9 @@ def run_sandbox(
         aws_port=aws_port,
         metrics_addr=metrics_addr,
         controller=controller,
-        pass_interval_s=pass_interval_s,
     )
-    if not structlog.is_configured():
-        # Not started by the CLI: the console lines below say what the passes did.
-        configure_logging(level="WARNING")
+    if not structlog.is_configured():  # not started by the CLI
+        configure_logging(level="INFO", fmt="console")
     handler = _ConsoleHandler(say)
     dataplane_log = logging.getLogger("controller.sandbox.dataplane")
     dataplane_log.addHandler(handler)

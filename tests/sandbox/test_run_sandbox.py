@@ -10,12 +10,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import boto3
-from sandbox_helpers import CLUSTER, SERVICE, predict, service_tasks, task_address
+from sandbox_helpers import CLUSTER, predict, service_tasks, task_address
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "specs" / "ecs-inf1-demo.yaml"
@@ -36,6 +38,14 @@ def _eventually(probe: Callable[[], T], *, within_s: float) -> T:
     return found
 
 
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except (OSError, urllib.error.HTTPError) as error:
+        return getattr(error, "code", 0), ""
+
+
 def _client(service: str, endpoint: str) -> Any:
     return boto3.client(
         service,
@@ -47,11 +57,11 @@ def _client(service: str, endpoint: str) -> Any:
 
 
 def test_run_sandbox_serves_the_demo_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
     code = (
         "import sys; from pathlib import Path; from controller.sandbox.main import run_sandbox; "
         f"sys.exit(run_sandbox(specs=Path({str(DEMO)!r}), aws_port={port}, "
-        "metrics_addr='127.0.0.1:0', controller=True, pass_interval_s=1.0))"
+        f"metrics_addr='127.0.0.1:{metrics_port}', controller=True))"
     )
     log = tmp_path / "sandbox.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -77,9 +87,18 @@ def test_run_sandbox_serves_the_demo_and_stops_on_sigterm(tmp_path: Path) -> Non
         )
         response, _ = asyncio.run(predict(task_address(ecs, ec2, tasks[0])))
         assert "sequence_output" in response.outputs
-        text = log.read_text()
-        assert f"service {SERVICE} has been created" in text
-        assert f"joined cluster {CLUSTER}" in text
+        assert f"joined cluster {CLUSTER}" in log.read_text()
+        metrics = f"http://127.0.0.1:{metrics_port}"
+        _eventually(lambda: _get(f"{metrics}/readyz")[0] == 200, within_s=30)
+        scrape = _eventually(
+            lambda: (
+                (body := _get(f"{metrics}/metrics")[1])
+                and 'ecsinfer_probe_success{deployment="bert"' in body
+                and body
+            ),
+            within_s=60,
+        )
+        assert "ecsinfer_deployment_replicas" in scrape
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
