@@ -1248,6 +1248,7 @@ class DataPlane:
         self._servers: dict[str, ModelServerHandle] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._step_lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
         self._patched = False
 
     @property
@@ -1272,10 +1273,16 @@ class DataPlane:
 
     async def stop(self) -> None:
         if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+            # Let a step in flight finish (it may be starting a server), then stop ticking.
+            self._stopping.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._loop_task), 10)
+            except TimeoutError:
+                self._loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._loop_task
             self._loop_task = None
+            self._stopping.clear()
         async with self._step_lock:
             servers, self._servers = self._servers, {}
             await asyncio.gather(*(server.stop(0) for server in servers.values()))
@@ -1291,14 +1298,13 @@ class DataPlane:
         await self.stop()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.step()
-            except asyncio.CancelledError:
-                raise
             except Exception:  # one bad tick must not end the data plane
                 log.exception("data plane tick failed")
-            await asyncio.sleep(self.settings.tick_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.tick_s)
 
     async def step(self) -> None:
         """One tick: schedule, then make the model servers match the running tasks."""

@@ -32,8 +32,6 @@ from controller.logs import configure_logging
 from controller.sandbox.emulator import REGION, Emulator, start_emulator
 from controller.sandbox.modelserver import EncoderModel
 
-log = logging.getLogger("controller.sandbox")
-
 
 @dataclass(frozen=True, kw_only=True)
 class SandboxOptions:
