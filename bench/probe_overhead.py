@@ -125,6 +125,7 @@ def main() -> int:
         asyncio.run(_serve(args.server_threads))
         return 0
 
+    load_before = os.getloadavg()[0]
     process, endpoint = _start_server(args.server_threads)
     try:
         started = time.perf_counter()
@@ -185,6 +186,7 @@ def main() -> int:
         "latency_ms": {"p50": _ms(latency, 50), "p99": _ms(latency, 99)},
         "server_compute_ms": {"p50": _ms(compute, 50), "p99": _ms(compute, 99)},
         "wall_s": round(wall, 2),
+        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     if args.json:
         print(json.dumps(figures))
@@ -214,6 +216,9 @@ def main() -> int:
         f"  p99 {figures['latency_ms']['p99']:.3f} ms"
     )
     print(f"  server compute                     p50 {figures['server_compute_ms']['p50']:.3f} ms")
+    load = figures["load_average_1m"]
+    busy = " (busy machine: figures are inflated)" if max(load) > (os.cpu_count() or 1) else ""
+    print(f"  load average (1 min) before/after  {load[0]:.2f} / {load[1]:.2f}{busy}")
     return 0
 
 
