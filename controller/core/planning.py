@@ -24,6 +24,7 @@ honest answer, documented where it is decided.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -114,6 +115,9 @@ class _Index:
     # Services that are not gone, by cluster.
     services_by_cluster: Mapping[str, tuple[LiveService, ...]]
     desired_families: frozenset[str]
+    # Revisions that services outliving this plan run or record: never deregistered,
+    # whoever owns the service now (a tag removed by hand does not stop its tasks).
+    revisions_in_use: frozenset[str]
 
     def stale_services(self, deployment: str) -> list[LiveService]:
         """Managed services of `deployment` that are not where the spec wants it.
@@ -153,7 +157,7 @@ def _index(desired: DesiredState, observed: ObservedState) -> _Index:
         deployment = service.tags.get(DEPLOYMENT_TAG)
         if deployment is not None and is_managed(service.tags):
             by_deployment.setdefault(deployment, []).append(service)
-    return _Index(
+    index = _Index(
         desired=desired,
         observed=observed,
         services_by_deployment={name: tuple(s) for name, s in by_deployment.items()},
@@ -161,7 +165,17 @@ def _index(desired: DesiredState, observed: ObservedState) -> _Index:
         desired_families=frozenset(
             deployment.task_definition.family for deployment in desired.deployments.values()
         ),
+        revisions_in_use=frozenset(),
     )
+    in_use = {
+        arn
+        for services in by_cluster.values()
+        for service in services
+        if not index.deletes_service(service)
+        for arn in (service.task_definition, service.tags.get(TASK_DEFINITION_TAG))
+        if arn
+    }
+    return dataclasses.replace(index, revisions_in_use=frozenset(in_use))
 
 
 def _foreign_cluster(observed: ObservedState, name: str) -> LiveCluster | None:
@@ -621,13 +635,16 @@ def _plan_task_definition(
                 key=key,
             )
         )
-    # Keep the newest few for rollbacks, and whatever is or was last set on the service.
+    # Keep the newest few for rollbacks (a revision registered now is one of them, so
+    # that the next pass finds nothing more to do), and whatever is or was last set on
+    # the service.
+    newest = REVISIONS_KEPT - (1 if target.arn is None else 0)
     in_use = {target.arn}
     if service is not None:
         in_use |= {service.task_definition, service.tags.get(TASK_DEFINITION_TAG)}
-    keep = {r.arn for r in ours[-REVISIONS_KEPT:]} | {arn for arn in in_use if arn}
+    keep = {r.arn for r in ours[len(ours) - newest :]} | {arn for arn in in_use if arn}
     for revision in ours:
-        if revision.arn not in keep:
+        if revision.arn not in keep and revision.arn not in index.revisions_in_use:
             out.add(_task_definition_delete(revision, deployment.cluster, deployment.name))
     return target
 
@@ -748,6 +765,7 @@ def _plan_removed_deployment(out: _KeyPlan, name: str, index: _Index) -> None:
                 revision.status == "ACTIVE"
                 and is_managed(revision.tags)
                 and revision.tags.get(DEPLOYMENT_TAG) == name
+                and revision.arn not in index.revisions_in_use
             ):
                 out.add(_task_definition_delete(revision, deleted[0].cluster, name))
 
