@@ -6,9 +6,11 @@ console output a newcomer reads; signals. Must not: bind anything but loopback, 
 leave a thread or process behind when it returns.
 
 The controller is the daemon of `ecs-infer run` (`controller.daemon.run_daemon_async`),
-serving metrics on `--metrics-addr`; it reaches the emulator through the ordinary
-botocore chain: `AWS_ENDPOINT_URL`, region and dummy credentials are set in this
-process's environment. Its log lines are the console output of what it does.
+serving metrics on `--metrics-addr`, looking again after a write sooner than on AWS
+(1 s, and 3 s while a rollout settles: the data plane acts within a tick). It reaches
+the emulator through the ordinary botocore chain: `AWS_ENDPOINT_URL`, region and dummy
+credentials are set in this process's environment. Its log lines are the console output
+of what it does.
 """
 
 from __future__ import annotations
@@ -76,10 +78,14 @@ def _point_botocore_at(emulator: Emulator) -> None:
 async def _controller(options: SandboxOptions, stopping: asyncio.Event) -> int:
     """The controller daemon on the spec folder, in this process, until `stopping`."""
     from controller.daemon import run_daemon_async
-    from controller.runner.settings import RunnerSettings, ServingSettings
+    from controller.runner.settings import QueueSettings, RunnerSettings, ServingSettings
 
     assert options.specs is not None
-    settings = RunnerSettings(serving=ServingSettings(metrics_addr=options.metrics_addr))
+    settings = RunnerSettings(
+        # The emulated data plane acts within a tick: look again sooner than on AWS.
+        queue=QueueSettings(verify_after_s=1.0, settle_after_s=3.0),
+        serving=ServingSettings(metrics_addr=options.metrics_addr),
+    )
     return await run_daemon_async(options.specs, settings=settings, stop=stopping)
 
 
