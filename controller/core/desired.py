@@ -67,17 +67,26 @@ def security_group_name(cluster: str) -> str:
     return f"{SECURITY_GROUP_PREFIX}{cluster}"
 
 
-def service_spec_hash(*, desired_count: int, task_content_hash: str, deletion_policy: str) -> str:
+def service_spec_hash(
+    *,
+    desired_count: int,
+    task_content_hash: str,
+    deletion_policy: str,
+    deployment: str,
+) -> str:
     """What was applied to a service, so that a later difference can be told apart.
 
     Live differing while the service's recorded hash equals this one is drift; a
-    recorded hash that differs means the spec changed since the last apply.
+    recorded hash that differs means the spec changed since the last apply. The
+    deletion policy and the deployment name are applied too (as tags), so a change of
+    either is a spec change, not drift.
     """
     return short_hash(
         {
             "desiredCount": desired_count,
             "taskDefinition": task_content_hash,
             "deletionPolicy": deletion_policy,
+            "deployment": deployment,
         }
     )
 
@@ -265,6 +274,7 @@ def _deployment(deployment: InferenceDeployment, *, instance_type: str) -> Desir
         desired_count=spec.replicas,
         task_content_hash=task_hash,
         deletion_policy=spec.deletionPolicy,
+        deployment=name,
     )
     service = DesiredService(
         name=deployment.service_name,

@@ -115,6 +115,8 @@ class _Index:
     # Services that are not gone, by cluster.
     services_by_cluster: Mapping[str, tuple[LiveService, ...]]
     desired_families: frozenset[str]
+    # (cluster, service name) of every desired service.
+    desired_locations: frozenset[tuple[str, str]]
     # Revisions that services outliving this plan run or record: never deregistered,
     # whoever owns the service now (a tag removed by hand does not stop its tasks).
     revisions_in_use: frozenset[str]
@@ -125,12 +127,13 @@ class _Index:
         A removed deployment's services, and the old service of one that moved to
         another cluster or service name.
         """
-        wanted = self.desired.deployments.get(deployment)
-        location = (wanted.service.cluster, wanted.service.name) if wanted else None
+        # A service that a desired deployment wants (e.g. a renamed deployment keeping
+        # its service name) is that deployment's to update, never an orphan.
         return [
             service
             for service in self.services_by_deployment.get(deployment, ())
-            if service.status not in _GONE_SERVICE and (service.cluster, service.name) != location
+            if service.status not in _GONE_SERVICE
+            and (service.cluster, service.name) not in self.desired_locations
         ]
 
     def deletes_service(self, service: LiveService) -> bool:
@@ -140,11 +143,7 @@ class _Index:
             return False
         if service.status in _GONE_SERVICE or _retained(service.tags):
             return False
-        wanted = self.desired.deployments.get(deployment)
-        return wanted is None or (wanted.service.cluster, wanted.service.name) != (
-            service.cluster,
-            service.name,
-        )
+        return (service.cluster, service.name) not in self.desired_locations
 
 
 def _index(desired: DesiredState, observed: ObservedState) -> _Index:
@@ -164,6 +163,9 @@ def _index(desired: DesiredState, observed: ObservedState) -> _Index:
         services_by_cluster={name: tuple(s) for name, s in by_cluster.items()},
         desired_families=frozenset(
             deployment.task_definition.family for deployment in desired.deployments.values()
+        ),
+        desired_locations=frozenset(
+            (d.service.cluster, d.service.name) for d in desired.deployments.values()
         ),
         revisions_in_use=frozenset(),
     )

@@ -119,8 +119,8 @@ class DesiredService:
     desired_count: int
     task_family: str
     placement_constraints: tuple[Mapping[str, str], ...]
-    # hash of (desired_count, task content hash, deletion policy): the fields we apply
-    # to the service (placement lives in the task definition). See `desired`.
+    # hash of (desired_count, task content hash, deletion policy, deployment name): what
+    # we apply to the service (placement lives in the task definition). See `desired`.
     spec_hash: str
     tags: Mapping[str, str]  # ownership + SPEC_HASH_TAG + TASK_DEFINITION_HASH_TAG + policy
 

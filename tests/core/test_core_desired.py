@@ -118,7 +118,7 @@ def test_the_walkthrough_deployment() -> None:
     )
     assert service.task_family == "ecs-neuron"
     assert service.spec_hash == service_spec_hash(
-        desired_count=1, task_content_hash=task_hash, deletion_policy="delete"
+        desired_count=1, task_content_hash=task_hash, deletion_policy="delete", deployment="bert"
     )
     assert service.tags == {
         **OWNED,

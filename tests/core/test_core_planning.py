@@ -344,6 +344,51 @@ def test_a_removed_deployment_is_deleted_with_its_revisions() -> None:
     assert [a.key for a in result.actions] == [f"cluster/{DEMO}"] + ["deployment/bert"] * 3
 
 
+def test_a_renamed_deployment_takes_over_its_service() -> None:
+    renamed = walkthrough_deployment().model_copy(
+        update={"metadata": walkthrough_deployment().metadata.model_copy(update={"name": "bert2"})}
+    )
+    desired = desired_state(specs(walkthrough_cluster(), renamed), FACTS)
+
+    result = plan_against(desired, in_sync())
+
+    # Same content and service name: the service is re-tagged, not deleted.
+    assert summary(result) == [("update", "service", "bert-inf1", "spec change")]
+    assert [c.path for c in result.actions[0].fields] == ["tags.ecs-infer:deployment"]
+    assert {a.key for a in result.actions} == {"deployment/bert2"}
+
+
+def test_a_moved_deployment_gets_a_new_service_and_loses_the_old_one() -> None:
+    model = in_sync(_two_clusters())
+    moved = walkthrough_deployment().model_copy(
+        update={"spec": walkthrough_deployment().spec.model_copy(update={"cluster": "other"})}
+    )
+    desired = desired_state(
+        specs(
+            walkthrough_cluster(),
+            moved,
+            cluster("other", capacity={"minInstances": 1}),
+            deployment("resnet", cluster="other", model={"name": "resnet"}),
+        ),
+        FACTS,
+    )
+
+    result = plan_against(desired, model)
+
+    rows = [(v, r, i, reason) for v, r, i, reason in summary(result) if r != "instance"]
+    assert rows == [
+        # bert's ports leave the old cluster's group (the new one already opens them)
+        ("update", "security-group", model.security_groups[DEMO].group_id, "spec change"),
+        # same content: the revision registered for the old cluster is reused
+        ("create", "service", "bert-inf1", "missing"),
+        ("delete", "service", "bert-inf1", "orphan"),
+    ]
+    assert [a.cluster for a in result.actions if a.resource == "service"] == [
+        "other",
+        DEMO,
+    ]
+
+
 def test_a_removed_deployment_with_retain_is_kept() -> None:
     retained = desired_with(deletionPolicy="retain")
     model = in_sync(retained)
