@@ -680,6 +680,9 @@ class _Scheduler:
             same_cluster = service.cluster_name == task.cluster_name
             if same_cluster and task.group == f"service:{service.name}":
                 self._start_failed_at[key] = time.monotonic()
+                for deployment in service.deployments:
+                    if deployment.get("id") == task.started_by:
+                        deployment["failedTasks"] = int(deployment.get("failedTasks") or 0) + 1
 
     def _settle_stopped(self, ecs: Any) -> None:
         """Tasks stopped through the API (moto's stop_task) look like ECS's stopped tasks."""

@@ -289,6 +289,7 @@ async def test_fault_tags_make_a_task_slow_failing_or_crash(
     )
     (crashed,) = ecs.describe_tasks(cluster=CLUSTER, tasks=[arn])["tasks"]
     assert crashed["stopCode"] == "EssentialContainerExited"
+    assert service(ecs)["deployments"][0]["failedTasks"] == 1
     await predict(task_address(ecs, ec2, replacement))
 
 
