@@ -9,9 +9,10 @@ Every tick (0.25 s by default), holding the emulator's `BACKEND_LOCK`:
 
 - **Addresses.** Every EC2 instance gets its own private address in 127.0.0.0/8,
   `127.A.B.N` (A.B derived from the emulator's port, so that sandboxes on different
-  ports never collide; N = 1, 2, ...). The instance's network interface is rewritten,
-  so `describe_instances` reports it, and the controller reaches a task exactly as on
-  AWS: instance private IP + the host port from `describe_tasks`, over loopback only.
+  ports do not collide; N = 1, 2, ...; never 127.0.0.x). The instance's network
+  interface is rewritten, so `describe_instances` reports it, and the controller
+  reaches a task exactly as on AWS: instance private IP + the host port from
+  `describe_tasks`, over loopback only.
 - **Agents.** A running instance whose user data holds `ECS_CLUSTER=<name>` joins that
   cluster (when it exists and is ACTIVE) as a container instance on the next tick,
   with the attributes `ecs.instance-type` (and moto's others), `ecs.cpu-architecture`
@@ -43,7 +44,8 @@ Every tick (0.25 s by default), holding the emulator's `BACKEND_LOCK`:
   that cannot bind its address fails the task: CannotStartContainerError). A task
   stopped through the API (`stop_task`), or whose container instance is deregistered,
   is replaced by the scheduler; after a task fails to start or crashes, its service
-  waits a few seconds before starting another. Stopped tasks stay visible for an hour.
+  waits a few seconds before starting another, and its deployment's `failedTasks`
+  counts it. Stopped tasks stay visible for an hour.
 
 **Model servers.** A running task whose task definition maps a gRPC port serves the TF
 Serving API (`modelserver`) on (its instance's address, the host port bound to that
@@ -73,11 +75,14 @@ unless asked by status; `CreateService` keeps `placementConstraints`,
 `placementStrategy` and `deploymentConfiguration` (with ECS's defaults); `UpdateService`
 records the task definition's full ARN and leaves runningCount to the scheduler.
 
+moto's `ecs::task` state transition is set to manual on every tick (a task must not walk
+towards STOPPED each time it is described; a reset through /moto-api forgets it).
+
 One data plane per process (moto's backends are process-wide). Gaps: no `awsvpc` ENIs
-(an awsvpc task binds its container ports on the instance
-address), no placement strategies other than spread, no capacity providers, no REST
-API, health checks or load balancers, FARGATE services are placed on instances like
-EC2 ones, one account and region.
+(an awsvpc task binds its container ports on the instance address), no placement
+strategies other than spread, no capacity providers, no deployment circuit breaker
+(rolloutState never FAILED), no REST API, health checks or load balancers, FARGATE
+services are placed on instances like EC2 ones, one account and region.
 """
 
 from __future__ import annotations
