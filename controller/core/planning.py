@@ -618,7 +618,11 @@ def _plan_task_definition(
         # In sync, or the service was pointed elsewhere: back to the revision we set.
         return _Target(arn=service.tags[TASK_DEFINITION_TAG])
     revisions = index.observed.task_definitions.get(desired.family, ())
-    ours = [r for r in revisions if r.status == "ACTIVE" and is_managed(r.tags)]
+    # Oldest first by revision number, whatever order the shell read them in.
+    ours = sorted(
+        (r for r in revisions if r.status == "ACTIVE" and is_managed(r.tags)),
+        key=lambda r: r.revision,
+    )
     canonical = normalise_task_definition(desired.content)
     matching = [r for r in ours if normalise_task_definition(r.content) == canonical]
     target = _Target(arn=matching[-1].arn if matching else None)
