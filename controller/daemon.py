@@ -29,6 +29,7 @@ import structlog
 from controller.aws.applying import apply_plan
 from controller.aws.clients import AwsClients, AwsSettings
 from controller.aws.discovering import discover
+from controller.aws.errors import AwsError
 from controller.aws.passes import guard_empty, read_world
 from controller.core.planning import plan as plan_all
 from controller.core.plans import Plan
@@ -179,7 +180,7 @@ async def run_daemon_async(
                 probing=settings.probing.enabled,
             )
             await daemon.run(stop)
-    except OSError as exc:
+    except (OSError, AwsError) as exc:  # the port is taken; no region or credentials
         log.error("daemon.failed", error=str(exc))
         return EXIT_ERROR
     return EXIT_OK
