@@ -279,9 +279,8 @@ async def test_fault_tags_make_a_task_slow_failing_or_crash(
 
     ecs.untag_resource(resourceArn=arn, tagKeys=["sandbox:fail"])
     await dataplane.step()
-    started = time.perf_counter()
-    await predict(address)
-    assert time.perf_counter() - started < 0.3
+    _, trailing = await predict(address)
+    assert int(trailing["x-compute-us"]) < 300_000  # the delay is gone (wall time: busy host)
 
     ecs.tag_resource(resourceArn=arn, tags=[{"key": "sandbox:crash", "value": "true"}])
     (replacement,) = await eventually(
