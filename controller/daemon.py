@@ -100,7 +100,6 @@ class ProbeCompanion:
         self.prober = Prober(metrics=metrics, settings=ProberSettings(allow_non_loopback=allow))
         self._level: Level | None = None
         self._wake = asyncio.Event()
-        self.discoveries = 0
 
     def on_level(self, level: Level) -> None:
         self._level = level
@@ -124,7 +123,6 @@ class ProbeCompanion:
             return
         targets = discovery_targets(level)
         discovery = await discover(self.clients, targets=targets)
-        self.discoveries += 1
         await self.prober.update(
             {name: d.probe for name, d in level.desired.deployments.items()},
             discovery.endpoints,

@@ -19,10 +19,9 @@ from typing import Any, Protocol
 
 import structlog
 
+from controller.core.planning import cluster_key, deployment_key
 from controller.metrics import Metrics
 from controller.runner.reconciling import (
-    CLUSTER_PREFIX,
-    DEPLOYMENT_PREFIX,
     Informer,
     Level,
     Reconciler,
@@ -77,9 +76,10 @@ class SingleReplica:
 
 
 def spec_keys(snapshot: SpecSnapshot) -> list[str]:
+    """The keys of the specs themselves, clusters first."""
     specs = snapshot.specs
-    return [CLUSTER_PREFIX + name for name in sorted(specs.clusters)] + [
-        DEPLOYMENT_PREFIX + name for name in sorted(specs.deployments)
+    return [cluster_key(name) for name in sorted(specs.clusters)] + [
+        deployment_key(name) for name in sorted(specs.deployments)
     ]
 
 

@@ -22,6 +22,7 @@ from typing import Protocol
 
 import structlog
 
+from controller.core.planning import cluster_key, deployment_key
 from controller.core.plans import Action, Plan
 from controller.core.states import DesiredState, LiveService, ObservedState
 from controller.runner.settings import QueueSettings
@@ -30,8 +31,9 @@ from controller.specs.loading import SpecSet
 
 log = structlog.get_logger(__name__)
 
-CLUSTER_PREFIX = "cluster/"
-DEPLOYMENT_PREFIX = "deployment/"
+# Keys are built by `planning.cluster_key` / `deployment_key`; these read them back.
+CLUSTER_PREFIX = cluster_key("")
+DEPLOYMENT_PREFIX = deployment_key("")
 
 
 # --- what the shell gives the runner ---------------------------------------------------
@@ -53,8 +55,8 @@ class Level:
     def keys(self) -> list[str]:
         """Every key with something to look at: each spec, and each key the plan names
         (a removed spec's resources still have to be deleted under their old key)."""
-        keys = {CLUSTER_PREFIX + name for name in self.specs.clusters}
-        keys |= {DEPLOYMENT_PREFIX + name for name in self.specs.deployments}
+        keys = {cluster_key(name) for name in self.specs.clusters}
+        keys |= {deployment_key(name) for name in self.specs.deployments}
         keys |= {action.key for action in (*self.plan.actions, *self.plan.detected_drift)}
         # Clusters first: a deployment's service needs its cluster.
         return sorted(keys, key=lambda key: (not key.startswith(CLUSTER_PREFIX), key))
