@@ -190,6 +190,104 @@ async def resync_calls(endpoint: str, folder: Path) -> tuple[dict[str, int], dic
     return read, discovery
 
 
+def serve_stand_ins(count: int) -> None:
+    """Child process: `count` stand-in model servers (one gRPC server, `count` ports),
+    each answering at once; prints the ports, then serves until killed."""
+    from concurrent import futures
+
+    import grpc
+
+    from controller.tfserving import serving_pb2
+    from controller.tfserving.requests import STATE_AVAILABLE
+    from controller.tfserving.testserver import _response
+
+    predict = _response()
+    status = serving_pb2.GetModelStatusResponse()
+    status.model_version_status.add(version=1, state=STATE_AVAILABLE)
+    status_bytes = status.SerializeToString()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "tensorflow.serving.PredictionService",
+                {"Predict": grpc.unary_unary_rpc_method_handler(lambda data, ctx: predict)},
+            ),
+            grpc.method_handlers_generic_handler(
+                "tensorflow.serving.ModelService",
+                {
+                    "GetModelStatus": grpc.unary_unary_rpc_method_handler(
+                        lambda data, ctx: status_bytes
+                    )
+                },
+            ),
+        )
+    )
+    ports = [server.add_insecure_port("127.0.0.1:0") for _ in range(count)]
+    server.start()
+    print(" ".join(str(port) for port in ports), flush=True)
+    server.wait_for_termination()
+
+
+async def prober_cpu(ports: list[int], *, window_s: float, sequence_length: int) -> dict[str, Any]:
+    """The prober alone in this process, probing every port at 1 Hz: CPU and RSS."""
+    import resource
+
+    from controller.core.states import ProbeSettings
+    from controller.metrics import Metrics
+    from controller.probing.endpoints import Endpoint
+    from controller.probing.prober import Prober
+
+    metrics = Metrics()
+    probe = ProbeSettings(
+        model_name="bert",
+        grpc_port=0,
+        interval_s=1.0,
+        timeout_s=0.9,
+        sequence_length=sequence_length,
+        latency_objective_s=0.1,
+    )
+    endpoints = [
+        Endpoint(
+            deployment=f"m{index // 2:03d}",
+            cluster=CLUSTER,
+            service=f"m{index // 2:03d}",
+            task_arn=f"task-{index}",
+            host="127.0.0.1",
+            port=port,
+            task_definition_arn="td",
+            last_status="RUNNING",
+        )
+        for index, port in enumerate(ports)
+    ]
+    targets = {endpoint.deployment: probe for endpoint in endpoints}
+    async with Prober(metrics=metrics) as prober:
+        await prober.update(targets, endpoints)
+        await asyncio.sleep(5)  # channels open, first probes spread over a second
+
+        def used() -> float:
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            return usage.ru_utime + usage.ru_stime
+
+        def successes() -> float:
+            return sum(
+                sample.value
+                for family in metrics.registry.collect()
+                if family.name == "ecsinfer_probe_latency_seconds"
+                for sample in family.samples
+                if sample.name.endswith("_count")
+            )
+
+        cpu, count, started = used(), successes(), time.monotonic()
+        await asyncio.sleep(window_s)
+        elapsed = time.monotonic() - started
+        return {
+            "endpoints": len(ports),
+            "cpu_percent_of_one_core": round(100 * (used() - cpu) / elapsed, 1),
+            "successful_probes_per_s": round((successes() - count) / elapsed, 1),
+            "peak_rss_mb": round(peak_rss_mb(os.getpid()), 1),
+        }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--deployments", type=int, default=100)
@@ -198,7 +296,11 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=40.0, help="CPU window, seconds")
     parser.add_argument("--edits", type=int, default=5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--stand-ins", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.stand_ins:
+        serve_stand_ins(args.stand_ins)
+        return 0
 
     work = Path(tempfile.mkdtemp(prefix="ecs-infer-bench-"))
     folder = work / "specs"
@@ -413,6 +515,24 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             sandbox.kill()
 
+    # The prober alone (this process) against stand-ins that always answer at once: the
+    # client-side cost of probing, without the sandbox's encoder competing for the CPU.
+    endpoints = args.deployments * args.replicas
+    stand_ins = subprocess.Popen(
+        [sys.executable, __file__, "--stand-ins", str(endpoints)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert stand_ins.stdout is not None
+        ports = [int(port) for port in stand_ins.stdout.readline().split()]
+        figures["prober_alone"] = asyncio.run(
+            prober_cpu(ports, window_s=args.window / 2, sequence_length=128)
+        )
+    finally:
+        stand_ins.kill()
+        stand_ins.wait()
+
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
@@ -442,6 +562,13 @@ def main() -> int:
         print(
             f"  probing's share:          {figures['probing_cpu_percent_of_one_core']} % of one "
             "core (goal <= 10 %)"
+        )
+        alone = figures["prober_alone"]
+        print(
+            f"  prober alone:             {alone['cpu_percent_of_one_core']} % of one core "
+            f"probing {alone['endpoints']} stand-in endpoints at 1 Hz (sequenceLength 128), "
+            f"{alone['successful_probes_per_s']} successful probes/s, bench process peak "
+            f"RSS {alone['peak_rss_mb']} MB"
         )
         print(
             f"  AWS calls per resync:     {figures['aws_calls_per_resync']['total']} "
