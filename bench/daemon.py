@@ -297,9 +297,15 @@ def main() -> int:
     parser.add_argument("--edits", type=int, default=5)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--stand-ins", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-ports", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stand_ins:
         serve_stand_ins(args.stand_ins)
+        return 0
+    if args.probe_ports:  # a fresh process, so that its peak RSS is the prober's own
+        ports = [int(port) for port in args.probe_ports.split(",")]
+        alone = asyncio.run(prober_cpu(ports, window_s=args.window, sequence_length=128))
+        print(json.dumps(alone))
         return 0
 
     work = Path(tempfile.mkdtemp(prefix="ecs-infer-bench-"))
@@ -525,10 +531,21 @@ def main() -> int:
     )
     try:
         assert stand_ins.stdout is not None
-        ports = [int(port) for port in stand_ins.stdout.readline().split()]
-        figures["prober_alone"] = asyncio.run(
-            prober_cpu(ports, window_s=args.window / 2, sequence_length=128)
+        ports = stand_ins.stdout.readline().split()
+        alone = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--probe-ports",
+                ",".join(ports),
+                "--window",
+                str(args.window / 2),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
+        figures["prober_alone"] = json.loads(alone.stdout.strip().splitlines()[-1])
     finally:
         stand_ins.kill()
         stand_ins.wait()
@@ -567,8 +584,8 @@ def main() -> int:
         print(
             f"  prober alone:             {alone['cpu_percent_of_one_core']} % of one core "
             f"probing {alone['endpoints']} stand-in endpoints at 1 Hz (sequenceLength 128), "
-            f"{alone['successful_probes_per_s']} successful probes/s, bench process peak "
-            f"RSS {alone['peak_rss_mb']} MB"
+            f"{alone['successful_probes_per_s']} successful probes/s, peak RSS of that "
+            f"process {alone['peak_rss_mb']} MB"
         )
         print(
             f"  AWS calls per resync:     {figures['aws_calls_per_resync']['total']} "
