@@ -173,7 +173,8 @@ async def resync_calls(endpoint: str, folder: Path) -> tuple[dict[str, int], dic
     os.environ.update(env_for(endpoint))
     from controller.aws.clients import AwsClients, RequestCounter
     from controller.aws.discovering import discover
-    from controller.daemon import AwsShell, discovery_targets
+    from controller.daemon import AwsShell
+    from controller.probing.endpoints import discovery_targets
     from controller.specs.loading import load_folder
 
     specs = load_folder(folder).specs
@@ -185,7 +186,7 @@ async def resync_calls(endpoint: str, folder: Path) -> tuple[dict[str, int], dic
         level = await shell.read_level(specs)
         read = counter.by_operation()
         counter.reset()
-        await discover(clients, targets=discovery_targets(level))
+        await discover(clients, targets=discovery_targets(level.desired.deployments.values()))
         discovery = counter.by_operation()
     return read, discovery
 

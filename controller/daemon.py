@@ -34,7 +34,7 @@ from controller.aws.passes import guard_empty, read_world
 from controller.core.planning import plan as plan_all
 from controller.core.plans import Plan
 from controller.metrics import Metrics
-from controller.probing.endpoints import DiscoveryTarget
+from controller.probing.endpoints import discovery_targets, probe_targets
 from controller.probing.prober import Prober, ProberSettings
 from controller.runner.daemon import Daemon
 from controller.runner.reconciling import Applied, Level
@@ -76,18 +76,6 @@ class AwsShell:
         )
 
 
-def discovery_targets(level: Level) -> list[DiscoveryTarget]:
-    return [
-        DiscoveryTarget(
-            deployment=name,
-            cluster=deployment.cluster,
-            service=deployment.service.name,
-            container_port=deployment.probe.grpc_port,
-        )
-        for name, deployment in sorted(level.desired.deployments.items())
-    ]
-
-
 class ProbeCompanion:
     """Keeps the prober's endpoints in step with the running tasks of the deployments."""
 
@@ -121,10 +109,10 @@ class ProbeCompanion:
         level = self._level
         if level is None:
             return
-        targets = discovery_targets(level)
-        discovery = await discover(self.clients, targets=targets)
+        deployments = level.desired.deployments.values()
+        discovery = await discover(self.clients, targets=discovery_targets(deployments))
         await self.prober.update(
-            {name: d.probe for name, d in level.desired.deployments.items()},
+            probe_targets(deployments),
             discovery.endpoints,
             unknown=discovery.failed_deployments,
         )
