@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from controller.core.neuron import ami_parameter, instances_needed, shape_of
+from controller.core.neuron import Replica, ami_parameter, instances_needed, shape_of
 from controller.core.states import (
     CLUSTER_TAG,
     DELETION_POLICY_TAG,
@@ -34,7 +34,12 @@ from controller.core.states import (
     IngressRule,
     ProbeSettings,
 )
-from controller.core.taskdefs import content_hash, short_hash, task_definition_content
+from controller.core.taskdefs import (
+    content_hash,
+    host_ports,
+    short_hash,
+    task_definition_content,
+)
 from controller.specs.loading import SpecSet
 from controller.specs.models import InferenceCluster, InferenceDeployment
 
@@ -207,13 +212,13 @@ def _cluster(
     spec = cluster.spec
     capacity = spec.capacity
     shape = shape_of(capacity.instanceType)
-    replica_cores = [
-        deployment.spec.neuronCores
+    replicas = [
+        Replica(cores=deployment.spec.neuronCores, host_ports=host_ports(deployment))
         for deployment in deployments
         for _ in range(deployment.spec.replicas)
     ]
     try:
-        needed = instances_needed(replica_cores, shape)
+        needed = instances_needed(replicas, shape)
     except ValueError as error:  # the loader rejects these; say so clearly if one slips by
         problems.append(f"cluster {name}: {error}")
         needed = 0

@@ -64,29 +64,45 @@ def devices_for(neuron_cores: int, shape: InstanceShape) -> int:
     return math.ceil(neuron_cores / shape.cores_per_device)
 
 
-def pack(replica_cores: Iterable[int], shape: InstanceShape) -> list[list[int]]:
+@dataclass(frozen=True)
+class Replica:
+    """What one replica needs of its instance: NeuronCores, and host ports no other
+    replica on the same instance may hold."""
+
+    cores: int
+    host_ports: frozenset[int] = frozenset()
+
+
+def pack(replicas: Iterable[int | Replica], shape: InstanceShape) -> list[list[int]]:
     """Replicas' NeuronCores grouped per instance (first-fit decreasing bin-packing).
 
-    Every group sums to at most `shape.neuron_cores`. A replica never spans instances,
-    so one that asks for more cores than an instance has cannot be placed: the spec
-    loader rejects those before this is called.
+    Every group sums to at most `shape.neuron_cores`, and no two replicas of a group hold
+    the same host port. A replica never spans instances, so one that asks for more cores
+    than an instance has cannot be placed: the spec loader rejects those before this is
+    called. A bare int is a replica holding no host port.
     """
+    demands = [r if isinstance(r, Replica) else Replica(cores=r) for r in replicas]
     bins: list[list[int]] = []
     free: list[int] = []
-    for cores in sorted(replica_cores, reverse=True):
-        if cores > shape.neuron_cores:
-            raise ValueError(f"a replica of {cores} NeuronCores does not fit {shape.instance_type}")
+    ports: list[set[int]] = []
+    for replica in sorted(demands, key=lambda r: (r.cores, len(r.host_ports)), reverse=True):
+        if replica.cores > shape.neuron_cores:
+            raise ValueError(
+                f"a replica of {replica.cores} NeuronCores does not fit {shape.instance_type}"
+            )
         for index, remaining in enumerate(free):
-            if remaining >= cores:
-                free[index] -= cores
-                bins[index].append(cores)
+            if remaining >= replica.cores and ports[index].isdisjoint(replica.host_ports):
+                free[index] -= replica.cores
+                bins[index].append(replica.cores)
+                ports[index] |= replica.host_ports
                 break
         else:
-            free.append(shape.neuron_cores - cores)
-            bins.append([cores])
+            free.append(shape.neuron_cores - replica.cores)
+            bins.append([replica.cores])
+            ports.append(set(replica.host_ports))
     return bins
 
 
-def instances_needed(replica_cores: Iterable[int], shape: InstanceShape) -> int:
+def instances_needed(replicas: Iterable[int | Replica], shape: InstanceShape) -> int:
     """Instances needed to hold every replica (first-fit decreasing bin-packing)."""
-    return len(pack(replica_cores, shape))
+    return len(pack(replicas, shape))

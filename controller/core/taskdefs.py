@@ -85,14 +85,21 @@ def serving_command(deployment: InferenceDeployment) -> str:
     )
 
 
-def _port_mappings(deployment: InferenceDeployment) -> list[dict[str, Any]]:
-    # hostPort = containerPort, as in the walkthrough: the probe and clients find the
-    # model on the instance's well-known ports. It also means one replica per instance
-    # per port, which the NeuronCore packing already implies for whole-instance replicas.
+def host_ports(deployment: InferenceDeployment) -> frozenset[int]:
+    """The host ports one replica holds on its instance.
+
+    hostPort = containerPort, as in the walkthrough: the probe and clients find the model
+    on the instance's well-known ports. It also means two replicas holding the same port
+    never share an instance, which the fleet's bin-packing takes into account.
+    """
     model = deployment.spec.model
+    return frozenset((model.grpcPort, model.restPort))
+
+
+def _port_mappings(deployment: InferenceDeployment) -> list[dict[str, Any]]:
     return [
         {"containerPort": port, "hostPort": port, "protocol": "tcp"}
-        for port in (model.grpcPort, model.restPort)
+        for port in sorted(host_ports(deployment))
     ]
 
 

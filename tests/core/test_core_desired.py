@@ -150,11 +150,13 @@ def test_spec_hash_follows_replicas_content_and_deletion_policy() -> None:
 @pytest.mark.parametrize(
     ("instance_type", "replicas", "minimum", "maximum", "expected"),
     [
-        # (neuronCores, replicas) per deployment
+        # (neuronCores, replicas) per deployment; each deployment has its own host ports,
+        # and two replicas of one deployment never share an instance (same host ports).
         ("inf1.xlarge", [(4, 1)], 2, 10, 2),  # the walkthrough: min wins
         ("inf1.xlarge", [(4, 3)], 1, 10, 3),
-        ("inf1.xlarge", [(1, 3), (2, 2)], 1, 10, 2),  # 2+2 | 1+1+1
-        ("inf1.6xlarge", [(4, 4), (8, 2)], 0, 10, 2),
+        ("inf1.xlarge", [(1, 1), (1, 1), (2, 1), (2, 1)], 1, 10, 2),  # 2+2 | 2+1+1
+        ("inf1.xlarge", [(1, 3), (2, 2)], 1, 10, 3),  # ports: 3 replicas of the first
+        ("inf1.6xlarge", [(4, 1), (4, 1), (4, 1), (4, 1), (8, 1), (8, 1)], 0, 10, 2),
         ("inf1.xlarge", [(4, 20)], 1, 5, 5),  # capped by max (with a warning)
         ("inf2.xlarge", [(1, 0)], 0, 10, 0),  # no replicas, no instances
         ("inf2.48xlarge", [(24, 1), (1, 1)], 0, 10, 2),
@@ -176,7 +178,12 @@ def test_fleet_count_is_bin_packed_within_min_and_max(
             }
         ),
         *(
-            deployment(f"d{n}", neuronCores=cores, replicas=count)
+            deployment(
+                f"d{n}",
+                neuronCores=cores,
+                replicas=count,
+                model={"grpcPort": 9000 + 2 * n, "restPort": 9001 + 2 * n},
+            )
             for n, (cores, count) in enumerate(replicas)
         ),
     ]

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.core.desired import desired_state
-from controller.core.neuron import NEURON_CORES_PER_INSTANCE, pack, shape_of
+from controller.core.neuron import NEURON_CORES_PER_INSTANCE, Replica, pack, shape_of
 from controller.core.normalising import same_content
 from controller.core.planning import families_to_read, plan
 from controller.core.plans import Plan
@@ -41,6 +41,7 @@ from controller.core.states import (
     ObservedState,
     is_managed,
 )
+from controller.core.taskdefs import host_ports
 from controller.specs.loading import SpecSet
 from controller.specs.models import InferenceCluster
 
@@ -330,7 +331,7 @@ def test_no_instance_is_given_more_neuron_cores_than_it_has(spec_set: SpecSet) -
     for name, wanted in desired.clusters.items():
         shape = shape_of(wanted.fleet.instance_type)
         replicas = [
-            d.spec.neuronCores
+            Replica(cores=d.spec.neuronCores, host_ports=host_ports(d))
             for d in spec_set.deployments.values()
             if d.spec.cluster == name
             for _ in range(d.spec.replicas)
@@ -367,3 +368,34 @@ def test_packing_never_overfills_an_instance(instance_type: str, data: st.DataOb
     assert Counter(c for cores in placement for c in cores) == Counter(replicas)
     lower_bound = -(-sum(replicas) // shape.neuron_cores)
     assert lower_bound <= len(placement) <= 2 * lower_bound + 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    instance_type=st.sampled_from(INSTANCE_TYPES),
+    data=st.data(),
+)
+def test_packing_never_puts_two_holders_of_a_host_port_on_one_instance(
+    instance_type: str, data: st.DataObject
+) -> None:
+    shape = shape_of(instance_type)
+    port_sets = [frozenset({8500, 8501}), frozenset({9000, 9001}), frozenset()]
+    replicas = data.draw(
+        st.lists(
+            st.builds(
+                Replica,
+                cores=st.integers(1, shape.neuron_cores),
+                host_ports=st.sampled_from(port_sets),
+            ),
+            max_size=30,
+        )
+    )
+
+    placement = pack(replicas, shape)
+
+    # Each port set can appear at most once per instance, so there are at least as many
+    # instances as replicas holding the most common port set.
+    holders = Counter(r.host_ports for r in replicas if r.host_ports)
+    assert len(placement) >= max(holders.values(), default=0)
+    assert all(sum(cores) <= shape.neuron_cores for cores in placement)
+    assert sorted(c for cores in placement for c in cores) == sorted(r.cores for r in replicas)
