@@ -30,7 +30,11 @@ OUTPUT = click.Choice(["text", "json"])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING.")
+@click.option(
+    "--log-level",
+    default=None,
+    help="DEBUG, INFO, WARNING. Default: INFO for run and sandbox, WARNING otherwise.",
+)
 @click.option(
     "--log-format",
     type=click.Choice(["auto", "json", "console"]),
@@ -38,9 +42,15 @@ OUTPUT = click.Choice(["text", "json"])
     show_default=True,
     help="auto = console on a terminal, JSON otherwise.",
 )
-def cli(log_level: str, log_format: LogFormat) -> None:
+@click.pass_context
+def cli(ctx: click.Context, log_level: str | None, log_format: LogFormat) -> None:
     """Keep ML inference on AWS Inferentia behind Amazon ECS as the specs say."""
-    configure_logging(level=log_level, fmt=log_format)
+    long_running = ctx.invoked_subcommand in ("run", "sandbox")
+    if ctx.invoked_subcommand == "sandbox" and log_format == "auto":
+        # The sandbox is watched by a person, even through a pipe or `make run`.
+        log_format = "console"
+    # One-shot commands print their result; their progress logs would only be noise.
+    configure_logging(level=log_level or ("INFO" if long_running else "WARNING"), fmt=log_format)
 
 
 def _load_or_report(path: Path) -> LoadResult:
