@@ -85,7 +85,8 @@ class Metrics:
         )
         self.deployment_replicas = Gauge(
             "ecsinfer_deployment_replicas",
-            "Replicas of a deployment by state (desired, running, pending).",
+            "Replicas of a deployment by state: desired (the spec), running, pending (wanted by "
+            "the service and not running, placed or not).",
             ["deployment", "state"],
             registry=r,
         )

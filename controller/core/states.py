@@ -235,6 +235,13 @@ class LiveService:
     placement_constraints: tuple[Mapping[str, str], ...]
     tags: Mapping[str, str]
 
+    @property
+    def replicas_not_running(self) -> int:
+        """Replicas the service wants that are not running: ECS's `pendingCount` (placed,
+        starting) plus those ECS could not place at all, which it counts nowhere (it
+        only reports "unable to place a task" as a service event)."""
+        return max(self.desired_count - self.running_count, self.pending_count, 0)
+
 
 @dataclass(frozen=True, kw_only=True)
 class ObservedState:

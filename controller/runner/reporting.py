@@ -57,7 +57,7 @@ def status_document(
             "replicas": {
                 "desired": desired.replicas if desired else (spec.spec.replicas if spec else 0),
                 "running": service.running_count if service else 0,
-                "pending": service.pending_count if service else 0,
+                "pending": service.replicas_not_running if service else 0,
                 "service_desired": service.desired_count if service else None,
             },
             "rollout": _rollout(service),

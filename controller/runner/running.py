@@ -252,7 +252,7 @@ class Runner:
                 service.running_count if service else 0
             )
             gauge.labels(deployment=name, state="pending").set(
-                service.pending_count if service else 0
+                service.replicas_not_running if service else 0
             )
 
         drifting = drift_of(level.plan)
