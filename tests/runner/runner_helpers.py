@@ -14,6 +14,31 @@ from controller.runner.reconciling import Applied, Level
 from controller.specs.loading import SpecSet
 from controller.specs.models import InferenceCluster, InferenceDeployment
 
+# Spec files as a user writes them (DEPLOYMENT takes name and replicas).
+CLUSTER = """\
+apiVersion: ecs-infer/v1
+kind: InferenceCluster
+metadata:
+  name: demo
+spec:
+  capacity:
+    instanceType: inf1.xlarge
+"""
+
+DEPLOYMENT = """\
+apiVersion: ecs-infer/v1
+kind: InferenceDeployment
+metadata:
+  name: {name}
+spec:
+  cluster: demo
+  model:
+    image: 123456789012.dkr.ecr.us-east-1.amazonaws.com/bert:latest
+  neuronCores: 1
+  replicas: {replicas}
+"""
+
+
 FACTS = AccountFacts(region="us-east-1", account_id="123456789012", default_vpc_id=None)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runner_helpers import ScriptedShell, action, level
+from runner_helpers import CLUSTER, DEPLOYMENT, ScriptedShell, action, level
 
 from controller.core.plans import Plan
 from controller.metrics import Metrics
@@ -26,27 +26,6 @@ from controller.runner.settings import (
     WatchSettings,
 )
 from controller.specs.loading import SpecSet
-
-CLUSTER = """\
-apiVersion: ecs-infer/v1
-kind: InferenceCluster
-metadata:
-  name: demo
-spec:
-  capacity:
-    instanceType: inf1.xlarge
-"""
-
-DEPLOYMENT = """\
-apiVersion: ecs-infer/v1
-kind: InferenceDeployment
-metadata:
-  name: {name}
-spec:
-  cluster: demo
-  model:
-    image: example/bert:latest
-"""
 
 
 class FolderShell(ScriptedShell):
@@ -103,7 +82,7 @@ def settings(address: str) -> RunnerSettings:
 
 async def test_folder_changes_become_reconciles_and_stop_is_clean(tmp_path: Path) -> None:
     (tmp_path / "cluster.yaml").write_text(CLUSTER)
-    (tmp_path / "a.yaml").write_text(DEPLOYMENT.format(name="a"))
+    (tmp_path / "a.yaml").write_text(DEPLOYMENT.format(name="a", replicas=1))
     address = f"127.0.0.1:{free_port()}"
     shell, metrics = FolderShell(), Metrics()
     daemon = Daemon(tmp_path, settings=settings(address), shell=shell, metrics=metrics)
@@ -119,12 +98,12 @@ async def test_folder_changes_become_reconciles_and_stop_is_clean(tmp_path: Path
     assert document["deployments"]["a"]["reconcile"]["result"] == "success"
     assert metrics.registry.get_sample_value("ecsinfer_leader") == 1
 
-    (tmp_path / "b.yaml").write_text(DEPLOYMENT.format(name="b"))
+    (tmp_path / "b.yaml").write_text(DEPLOYMENT.format(name="b", replicas=1))
     await until(lambda: "deployment/b" in shell.done)
 
     # A half-valid folder: counted, and nothing new is applied.
     (tmp_path / "broken.yaml").write_text("kind: [\n")
-    (tmp_path / "c.yaml").write_text(DEPLOYMENT.format(name="c"))
+    (tmp_path / "c.yaml").write_text(DEPLOYMENT.format(name="c", replicas=1))
     await until(lambda: metrics.registry.get_sample_value("ecsinfer_spec_errors") == 1)
     await asyncio.sleep(0.8)  # a couple of resyncs
     assert "deployment/c" not in shell.done

@@ -7,6 +7,7 @@ import random
 import subprocess
 from pathlib import Path
 
+from runner_helpers import CLUSTER, DEPLOYMENT
 from watchfiles import Change
 
 from controller.metrics import Metrics
@@ -19,29 +20,6 @@ from controller.runner.watching import (
     resync_forever,
     watch_folder,
 )
-
-CLUSTER = """\
-apiVersion: ecs-infer/v1
-kind: InferenceCluster
-metadata:
-  name: demo
-spec:
-  capacity:
-    instanceType: inf1.xlarge
-"""
-
-DEPLOYMENT = """\
-apiVersion: ecs-infer/v1
-kind: InferenceDeployment
-metadata:
-  name: {name}
-spec:
-  cluster: demo
-  model:
-    image: 123456789012.dkr.ecr.us-east-1.amazonaws.com/bert:latest
-  neuronCores: 1
-  replicas: {replicas}
-"""
 
 
 def sample(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -> float | None:
