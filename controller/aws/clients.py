@@ -5,6 +5,8 @@ standard botocore chain (credentials, `AWS_REGION` / `AWS_DEFAULT_REGION`,
 `AWS_ENDPOINT_URL` for an emulator), their retry and timeout settings, and the request
 hook: every HTTP request sent (retries included, since each one counts against AWS's
 rate limits) is reported once as `on_request(service, operation, outcome)`.
+The clients are built from the trimmed service models of `service_models` (only the
+operations the controller calls), which saves ~24 MB of RSS over botocore's full ones.
 Must not: decide what to read or write (that is `observing` / `applying`), or log
 request parameters or credentials.
 """
@@ -23,6 +25,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 
 from controller.aws.errors import THROTTLING_CODES, translating_errors
+from controller.aws.service_models import use_trimmed_models
 
 if TYPE_CHECKING:
     from types_aiobotocore_ec2 import EC2Client
@@ -126,7 +129,14 @@ def _outcome(response_dict: Mapping[str, Any] | None, parsed: Mapping[str, Any] 
 
 
 class AwsClients:
-    """`async with AwsClients() as clients:` gives `clients.ecs`, `.ec2`, `.ssm`, `.sts`."""
+    """`async with AwsClients() as clients:` gives `clients.ecs`, `.ec2`, `.ssm`, `.sts`.
+
+    The clients have only the operations of `service_models.OPERATIONS`. An injected
+    `session` is pointed at the trimmed models too (`use_trimmed_models`), so its later
+    ECS/EC2/SSM/STS clients are trimmed as well; that only takes effect if the session
+    has not made a client (or loaded any data) before: otherwise its clients, these
+    included, keep botocore's full models, which work the same and cost the memory.
+    """
 
     def __init__(
         self,
@@ -163,6 +173,7 @@ class AwsClients:
                 kwargs["endpoint_url"] = self.settings.endpoint_url
             session = self._session
             with translating_errors():
+                use_trimmed_models(session)
                 self._ecs = await stack.enter_async_context(session.create_client("ecs", **kwargs))
                 self._ec2 = await stack.enter_async_context(session.create_client("ec2", **kwargs))
                 self._ssm = await stack.enter_async_context(session.create_client("ssm", **kwargs))
