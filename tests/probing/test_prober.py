@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -15,8 +16,9 @@ from prometheus_client import generate_latest
 from controller.core.states import ProbeSettings
 from controller.metrics import Metrics
 from controller.probing.endpoints import Endpoint
-from controller.probing.prober import Prober, ProberSettings
+from controller.probing.prober import Prober, ProberSettings, on_grid
 from controller.sandbox.modelserver import EncoderModel, ModelServerHandle, start_model_server
+from controller.tfserving.client import PredictResult, TFServingClient
 from controller.tfserving.testserver import Behaviour, StandInModelServer
 
 FAST = ProberSettings(jitter=0.0, start_spread_s=0.0)
@@ -440,3 +442,33 @@ async def test_series_never_outlive_their_endpoints_over_random_updates(prober: 
             }
             assert objectives == set(targets)
         assert most_series >= 3  # the invariant was tested on live series, not on none
+
+
+def test_on_grid_rounds_to_the_nearest_tick() -> None:
+    assert on_grid(10.02, 0.05) == pytest.approx(10.0)
+    assert on_grid(10.03, 0.05) == pytest.approx(10.05)
+    assert on_grid(10.03, 0.0) == 10.03
+
+
+async def test_probes_start_on_the_shared_grid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loops with random start spreads and jitter still start their probes on the
+    `tick_s` grid, so that probes due together share the event loop's wake-ups."""
+    starts: list[float] = []
+    original = TFServingClient.predict
+
+    async def recording(self: TFServingClient, request: bytes, **kwargs: Any) -> PredictResult:
+        starts.append(asyncio.get_running_loop().time())
+        return await original(self, request, **kwargs)
+
+    monkeypatch.setattr(TFServingClient, "predict", recording)
+    settings = ProberSettings(jitter=0.1, start_spread_s=1.0, tick_s=0.05)
+    probe = replace(PROBE, interval_s=0.2)
+    with StandInModelServer() as server:
+        endpoints = [endpoint("127.0.0.1", server.port, deployment=f"d{n}") for n in range(4)]
+        async with Prober(metrics=Metrics(), settings=settings, rng=random.Random(7)) as prober:
+            await prober.update({e.deployment: probe for e in endpoints}, endpoints)
+            await until(lambda: len(starts) >= 40, within=20)
+    # A timer fires at its grid point or a little later, never before: without the grid,
+    # about 30 % of the starts would fall in the first 15 ms after a grid point.
+    after_grid_point = [start % 0.05 for start in starts]
+    assert sum(offset < 0.015 for offset in after_grid_point) >= 0.9 * len(starts)
