@@ -159,6 +159,12 @@ def apply(path: Path, wait: bool, timeout: float) -> None:
 @click.option("--warmup", default=5, show_default=True, type=click.IntRange(0))
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds per request.")
 @click.option("--sequence-length", default=128, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--output-filter",
+    multiple=True,
+    metavar="NAME",
+    help="Ask only for this output (repeatable), as a spec's probe.outputFilter does.",
+)
 @click.option("--output", type=OUTPUT, default="text", show_default=True)
 def probe(
     target: str,
@@ -168,6 +174,7 @@ def probe(
     warmup: int,
     timeout: float,
     sequence_length: int,
+    output_filter: tuple[str, ...],
     output: str,
 ) -> None:
     """The walkthrough's latency client: Predict COUNT times, report mean and percentiles."""
@@ -182,6 +189,7 @@ def probe(
             warmup=warmup,
             timeout=timeout,
             sequence_length=sequence_length,
+            output_filter=output_filter,
             output=output,
         )
     )

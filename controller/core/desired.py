@@ -314,6 +314,7 @@ def _deployment(deployment: InferenceDeployment, *, instance_type: str) -> Desir
             timeout_s=probe.timeout,
             sequence_length=probe.sequenceLength,
             latency_objective_s=probe.latencyObjective,
+            output_filter=tuple(probe.outputFilter),
         ),
     )
 

@@ -133,6 +133,8 @@ class ProbeSettings:
     timeout_s: float
     sequence_length: int
     latency_objective_s: float
+    output_filter: tuple[str, ...] = ()
+    """The outputs a Predict asks for; empty: all of them."""
 
 
 @dataclass(frozen=True, kw_only=True)

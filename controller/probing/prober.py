@@ -460,7 +460,9 @@ class Prober:
     async def _probe_loop(self, state: _EndpointState, probe: ProbeSettings) -> None:
         loop = asyncio.get_running_loop()
         request = encode_predict_request(
-            model=probe.model_name, sequence_length=probe.sequence_length
+            model=probe.model_name,
+            sequence_length=probe.sequence_length,
+            output_filter=probe.output_filter,
         )
         client = TFServingClient(state.endpoint.address)
         tick = min(self.settings.tick_s, probe.interval_s / 4)

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StringConstraints,
     field_validator,
     model_validator,
 )
@@ -169,12 +170,27 @@ class Probe(_Strict):
     timeout: Duration = Field(default=2.0, description="Deadline of one Predict call.")
     sequenceLength: int = Field(default=128, ge=1, le=4096)
     latencyObjective: Duration = Field(default=0.1, description="e.g. 100ms.")
+    outputFilter: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        default_factory=list,
+        description="The outputs the probe asks for (TF Serving's output_filter), e.g. "
+        "[pooled_output]; default: every output of the signature. A BERT encoder's "
+        "sequence output is hundreds of KB a probe, so naming a small output keeps the "
+        "probe's traffic, and the part of its latency spent moving the answer, small.",
+    )
 
     @model_validator(mode="after")
     def _timeout_within_interval(self) -> Probe:
         if self.timeout > self.interval:
             raise ValueError("probe.timeout must not exceed probe.interval")
         return self
+
+    @field_validator("outputFilter")
+    @classmethod
+    def _distinct_outputs(cls, names: list[str]) -> list[str]:
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"names {', '.join(repeated)} more than once")
+        return names
 
 
 class DeploymentSpec(_Strict):

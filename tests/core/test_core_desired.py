@@ -267,3 +267,11 @@ def test_every_problem_is_reported_at_once() -> None:
 
 def test_empty_specs_give_an_empty_desired_state() -> None:
     assert desired_state(specs(), FACTS).is_empty
+
+
+def test_probe_settings_carry_the_output_filter() -> None:
+    plain = walkthrough_desired().deployments["bert"].probe
+    assert plain.output_filter == ()
+    filtered = deployment(model={"name": "bert"}, probe={"outputFilter": ["pooled_output"]})
+    state = desired_state(specs(walkthrough_cluster(), filtered), FACTS)
+    assert state.deployments["bert"].probe.output_filter == ("pooled_output",)

@@ -244,3 +244,20 @@ def test_unreachable_text_output(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "unreachable every warm-up call failed" in out
     assert "count" not in out
+
+
+def test_the_cli_sends_its_output_filter(server: StandInModelServer) -> None:
+    import subprocess
+    import sys
+
+    from controller.tfserving import serving_pb2
+
+    finished = subprocess.run(
+        [sys.executable, "-m", "controller", "probe", server.endpoint, "--requests", "2",
+         "--warmup", "0", "--output-filter", "pooled_output", "--output", "json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr
+    assert json.loads(finished.stdout)["count"] == 2
+    sent = serving_pb2.PredictRequest.FromString(server.requests[-1])
+    assert list(sent.output_filter) == ["pooled_output"]

@@ -472,3 +472,15 @@ async def test_probes_start_on_the_shared_grid(monkeypatch: pytest.MonkeyPatch) 
     # about 30 % of the starts would fall in the first 15 ms after a grid point.
     after_grid_point = [start % 0.05 for start in starts]
     assert sum(offset < 0.015 for offset in after_grid_point) >= 0.9 * len(starts)
+
+
+async def test_the_probe_asks_for_the_outputs_of_its_output_filter(prober: Prober) -> None:
+    from controller.tfserving import serving_pb2
+
+    with StandInModelServer() as server:
+        probe = replace(PROBE, output_filter=("pooled_output",))
+        await prober.update({"bert": probe}, [endpoint("127.0.0.1", server.port)])
+        await until(lambda: server.calls >= 1)
+        sent = serving_pb2.PredictRequest.FromString(server.requests[-1])
+        assert list(sent.output_filter) == ["pooled_output"]
+        assert sent.model_spec.signature_name == "serving_default"

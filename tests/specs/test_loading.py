@@ -84,6 +84,13 @@ BAD = [
     ("missing field", DEPLOYMENT.replace("  model:\n    image: example/bert:1\n", ""), 5, "model"),
     ("duration", DEPLOYMENT + "  probe:\n    interval: soon\n", 11, "not a duration"),
     ("market", CLUSTER + "    market: cheap\n", 8, "market"),
+    (
+        "repeated output",
+        DEPLOYMENT + "  probe:\n    outputFilter: [pooled_output, pooled_output]\n",
+        11,
+        "spec.probe.outputFilter: names pooled_output more than once",
+    ),
+    ("empty output", DEPLOYMENT + "  probe:\n    outputFilter: ['']\n", 11, "outputFilter.0"),
 ]
 
 
