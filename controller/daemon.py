@@ -4,7 +4,8 @@ Owns: opening the AWS clients (every request counted in `ecsinfer_aws_requests_t
 through their `on_request` hook), the AWS-backed `Shell` the runner reads and writes
 through (`AwsShell`: `passes.read_world` + the planner, and `applying.apply_plan` for one
 key's plan), the probing companion (discovery of the running tasks' endpoints after each
-read of AWS and every `discovery_interval_s`, handed to the `Prober`), signals, and the
+read of AWS and every `discovery_interval_s`, through one incremental `Discoverer` that
+describes only the tasks it has not seen yet, handed to the `Prober`), signals, and the
 exit code.
 Must not: decide anything the runner, the planner or the shell decides.
 
@@ -28,7 +29,7 @@ import structlog
 
 from controller.aws.applying import apply_plan
 from controller.aws.clients import AwsClients, AwsSettings
-from controller.aws.discovering import discover
+from controller.aws.discovering import Discoverer
 from controller.aws.errors import AwsError
 from controller.aws.passes import guard_empty, read_world
 from controller.core.planning import plan as plan_all
@@ -86,6 +87,7 @@ class ProbeCompanion:
         if allow is None:
             allow = not os.environ.get("AWS_ENDPOINT_URL")
         self.prober = Prober(metrics=metrics, settings=ProberSettings(allow_non_loopback=allow))
+        self.discoverer = Discoverer(clients, full_refresh_s=settings.discovery_full_refresh_s)
         self._level: Level | None = None
         self._wake = asyncio.Event()
 
@@ -110,7 +112,7 @@ class ProbeCompanion:
         if level is None:
             return
         deployments = level.desired.deployments.values()
-        discovery = await discover(self.clients, targets=discovery_targets(deployments))
+        discovery = await self.discoverer.discover(targets=discovery_targets(deployments))
         await self.prober.update(
             probe_targets(deployments),
             discovery.endpoints,

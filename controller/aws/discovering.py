@@ -11,8 +11,22 @@ Owns: turning discovery targets (deployment, cluster, service, gRPC container po
 Batched so that the number of calls grows with clusters and batch sizes, not with tasks:
 per cluster, `list_tasks` (desiredStatus RUNNING, pages of 100), `describe_tasks` 100 tasks
 a call, `describe_container_instances` 100 a call, `describe_instances` by an instance-id
-filter 100 ids a call. A pass over one cluster of up to 100 tasks on up to 100 instances
-costs 4 calls (3 when every task is awsvpc).
+filter 100 ids a call. A full pass over one cluster of up to 100 tasks on up to 100
+instances costs 4 calls (3 when every task is awsvpc).
+
+Incremental (`Discoverer`, the daemon's): what discovery uses of a RUNNING task (its
+group, cluster, task definition, container instance, host-port bindings, ENI address)
+does not change for the rest of its life, nor does a container instance's EC2 instance,
+nor a running EC2 instance's private address. A `Discoverer` remembers them, per cluster,
+and each pass lists the tasks (`list_tasks` stays the authority on which tasks exist)
+but describes only the listed tasks it does not know yet (PENDING ones, and RUNNING ones
+of a target that had no address, are described again next pass), and looks up only
+container instances and EC2 instances it does not know yet. Tasks no longer listed are
+forgotten, and so are the instances no remembered task is on. The steady-state cost of a
+pass is just `list_tasks`: 1 call per cluster of up to 100 tasks (2 for 200). Every
+`full_refresh_s` (300 s by default), and after a cluster's pass failed, the cluster's
+next pass ignores what it remembers and describes everything again, like an informer's
+resync. `discover` is the stateless one-shot (the CLI's `status`): every pass is full.
 
 Tasks are matched to a service by `group == "service:<name>"` (on real ECS that is what
 the service sets; moto ignores `list_tasks(serviceName=...)`), and to a cluster by their
@@ -27,8 +41,9 @@ unresolved, not as an error.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -44,6 +59,7 @@ LIST_TASKS_PAGE = 100
 DESCRIBE_TASKS_BATCH = 100
 DESCRIBE_CONTAINER_INSTANCES_BATCH = 100
 DESCRIBE_INSTANCES_BATCH = 100
+FULL_REFRESH_S = 300.0
 RUNNING: Final[Literal["RUNNING"]] = "RUNNING"
 _ENI_ATTACHMENT = "ElasticNetworkInterface"
 
@@ -94,87 +110,204 @@ async def discover_endpoints(
 async def discover(clients: AwsClients, *, targets: Iterable[DiscoveryTarget]) -> Discovery:
     """Endpoints of the targets' RUNNING tasks, cluster by cluster (concurrently); a
     cluster that fails does not hide the others' endpoints. A cluster that does not
-    exist has no endpoints (that is not an error)."""
-    by_cluster: dict[str, list[DiscoveryTarget]] = defaultdict(list)
-    for target in targets:
-        by_cluster[target.cluster].append(target)
-    clusters = sorted(by_cluster)
-    results = await asyncio.gather(
-        *(_discover_cluster(clients, cluster, by_cluster[cluster]) for cluster in clusters),
-        return_exceptions=True,
-    )
-    endpoints: list[Endpoint] = []
-    unresolved: list[UnresolvedTask] = []
-    errors: dict[str, AwsError] = {}
-    failed: set[str] = set()
-    for cluster, result in zip(clusters, results, strict=True):
-        if isinstance(result, BaseException):
-            mapped = map_error(result)
-            if mapped is None:
-                raise result  # a bug or a cancellation, not an AWS failure
-            errors[cluster] = mapped
-            failed.update(target.deployment for target in by_cluster[cluster])
-            log.warning("discover.cluster_failed", cluster=cluster, error=str(mapped))
-            continue
-        found, missing = result
-        endpoints.extend(found)
-        unresolved.extend(missing)
-    endpoints.sort(key=lambda e: (e.deployment, e.host, e.port, e.task_arn))
-    unresolved.sort()
-    return Discovery(
-        endpoints=tuple(endpoints),
-        unresolved=tuple(unresolved),
-        errors=errors,
-        failed_deployments=frozenset(failed),
-    )
+    exist has no endpoints (that is not an error). Stateless: a full pass every time
+    (see `Discoverer` for passes that remember)."""
+    return await Discoverer(clients).discover(targets=targets)
 
 
-async def _discover_cluster(
-    clients: AwsClients, cluster: str, targets: Sequence[DiscoveryTarget]
-) -> tuple[list[Endpoint], list[UnresolvedTask]]:
-    by_group = {target.group: target for target in sorted(targets)}
-    task_arns = await _list_running_tasks(clients, cluster)
-    if task_arns is None:  # the cluster does not exist
-        return [], []
-    tasks = [
-        task
-        for task in await _describe_tasks(clients, cluster, task_arns)
-        if task.get("group") in by_group
-        and _in_cluster(task, cluster)
-        and task.get("lastStatus") == RUNNING
-        and task.get("desiredStatus", RUNNING) == RUNNING
-    ]
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Task:
+    """What discovery uses of a task seen RUNNING: none of it changes while it runs."""
 
-    endpoints: list[Endpoint] = []
-    unresolved: list[UnresolvedTask] = []
-    # Bridge/host tasks still need their instance's address: (task, target, host port).
-    pending: list[tuple[Mapping[str, Any], DiscoveryTarget, int]] = []
-    for task in tasks:
-        target = by_group[task["group"]]
-        eni_address = _eni_address(task)
-        if eni_address is not None:
-            endpoints.append(_endpoint(task, target, host=eni_address, port=target.container_port))
-            continue
-        host_port = _host_port(task, target.container_port)
-        if host_port is None:
-            unresolved.append(
-                _unresolved(
-                    task, target, (f"no network binding for container port {target.container_port}")
-                )
-            )
-        elif not task.get("containerInstanceArn"):
-            unresolved.append(_unresolved(task, target, "no container instance"))
-        else:
-            pending.append((task, target, host_port))
+    arn: str
+    group: str
+    cluster_arn: str
+    task_definition_arn: str
+    eni_address: str | None
+    container_instance_arn: str
+    host_ports: Mapping[int, int]
+    """TCP container port -> the host port bound to it (the first binding found)."""
 
-    if pending:
-        instance_ids = await _ec2_instance_ids(
-            clients, cluster, sorted({task["containerInstanceArn"] for task, _, _ in pending})
+
+@dataclass(slots=True, kw_only=True)
+class _ClusterCache:
+    """What a `Discoverer` remembers of one cluster."""
+
+    refreshed_at: float
+    """`clock()` at the start of the last full pass."""
+    tasks: dict[str, _Task] = field(default_factory=dict)
+    """Task ARN -> the task, for listed tasks seen RUNNING."""
+    ec2_instance_ids: dict[str, str] = field(default_factory=dict)
+    """Container instance ARN -> EC2 instance id."""
+    addresses: dict[str, str] = field(default_factory=dict)
+    """EC2 instance id -> private address."""
+
+    def prune(self) -> None:
+        """Forget the instances no remembered task is on."""
+        on = {task.container_instance_arn for task in self.tasks.values()}
+        self.ec2_instance_ids = {
+            arn: instance_id for arn, instance_id in self.ec2_instance_ids.items() if arn in on
+        }
+        used = set(self.ec2_instance_ids.values())
+        self.addresses = {
+            instance_id: address
+            for instance_id, address in self.addresses.items()
+            if instance_id in used
+        }
+
+
+class Discoverer:
+    """Discovery passes that remember what does not change (see the module docstring):
+    one per `AwsClients`, owned by the daemon's probe companion.
+
+    `full_refresh_s`: seconds after which a cluster's next pass is full again (0: every
+    pass is, as with `discover`). `clock`: monotonic seconds (injectable for tests).
+    Passes are serialized; each one returns a `Discovery` as `discover` does.
+    """
+
+    def __init__(
+        self,
+        clients: AwsClients,
+        *,
+        full_refresh_s: float = FULL_REFRESH_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clients = clients
+        self.full_refresh_s = full_refresh_s
+        self._clock = clock
+        self._clusters: dict[str, _ClusterCache] = {}
+        self._lock = asyncio.Lock()
+
+    def remembered(self, cluster: str) -> frozenset[str]:
+        """The task ARNs remembered for `cluster` (for tests and debugging)."""
+        cache = self._clusters.get(cluster)
+        return frozenset(cache.tasks) if cache else frozenset()
+
+    async def discover(self, *, targets: Iterable[DiscoveryTarget]) -> Discovery:
+        """One pass: endpoints of the targets' RUNNING tasks, as `discover` finds them."""
+        async with self._lock:
+            return await self._discover(targets)
+
+    async def _discover(self, targets: Iterable[DiscoveryTarget]) -> Discovery:
+        by_cluster: dict[str, list[DiscoveryTarget]] = defaultdict(list)
+        for target in targets:
+            by_cluster[target.cluster].append(target)
+        clusters = sorted(by_cluster)
+        for gone in set(self._clusters) - set(clusters):
+            del self._clusters[gone]
+        results = await asyncio.gather(
+            *(self._discover_cluster(cluster, by_cluster[cluster]) for cluster in clusters),
+            return_exceptions=True,
         )
-        addresses = await _private_addresses(clients, sorted(set(instance_ids.values())))
+        endpoints: list[Endpoint] = []
+        unresolved: list[UnresolvedTask] = []
+        errors: dict[str, AwsError] = {}
+        failed: set[str] = set()
+        for cluster, result in zip(clusters, results, strict=True):
+            if isinstance(result, BaseException):
+                mapped = map_error(result)
+                if mapped is None:
+                    raise result  # a bug or a cancellation, not an AWS failure
+                errors[cluster] = mapped
+                failed.update(target.deployment for target in by_cluster[cluster])
+                log.warning("discover.cluster_failed", cluster=cluster, error=str(mapped))
+                continue
+            found, missing = result
+            endpoints.extend(found)
+            unresolved.extend(missing)
+        endpoints.sort(key=lambda e: (e.deployment, e.host, e.port, e.task_arn))
+        unresolved.sort()
+        return Discovery(
+            endpoints=tuple(endpoints),
+            unresolved=tuple(unresolved),
+            errors=errors,
+            failed_deployments=frozenset(failed),
+        )
+
+    async def _discover_cluster(
+        self, cluster: str, targets: Sequence[DiscoveryTarget]
+    ) -> tuple[list[Endpoint], list[UnresolvedTask]]:
+        now = self._clock()
+        cache = self._clusters.pop(cluster, None)  # put back only after a good pass
+        full = cache is None or now - cache.refreshed_at >= self.full_refresh_s
+        if cache is None or full:
+            cache = _ClusterCache(refreshed_at=now)
+        task_arns = await _list_running_tasks(self.clients, cluster)
+        if task_arns is None:  # the cluster does not exist
+            return [], []
+        listed = set(task_arns)
+        cache.tasks = {arn: task for arn, task in cache.tasks.items() if arn in listed}
+        unknown = [arn for arn in task_arns if arn not in cache.tasks]
+        if unknown:
+            for raw in await _describe_tasks(self.clients, cluster, unknown):
+                task = _running_task(raw)
+                if task is not None and task.arn in listed:
+                    cache.tasks[task.arn] = task
+        endpoints, unresolved = await self._resolve(cluster, cache, targets)
+        cache.prune()
+        self._clusters[cluster] = cache
+        log.debug(
+            "discover.cluster",
+            cluster=cluster,
+            full=full,
+            listed=len(task_arns),
+            described=len(unknown),
+            endpoints=len(endpoints),
+            unresolved=len(unresolved),
+        )
+        return endpoints, unresolved
+
+    async def _resolve(
+        self, cluster: str, cache: _ClusterCache, targets: Sequence[DiscoveryTarget]
+    ) -> tuple[list[Endpoint], list[UnresolvedTask]]:
+        """The targets' endpoints among the remembered tasks; looks up the container
+        instances and EC2 instances not remembered yet. A target's task without a
+        binding or a container instance is forgotten, to be described again next pass."""
+        by_group = {target.group: target for target in sorted(targets)}
+        endpoints: list[Endpoint] = []
+        unresolved: list[UnresolvedTask] = []
+        # Bridge/host tasks still need their instance's address: (task, target, host port).
+        pending: list[tuple[_Task, DiscoveryTarget, int]] = []
+        for task in list(cache.tasks.values()):
+            target = by_group.get(task.group)
+            if target is None or not _in_cluster(task.cluster_arn, cluster):
+                continue
+            if task.eni_address is not None:
+                endpoints.append(
+                    _endpoint(task, target, host=task.eni_address, port=target.container_port)
+                )
+                continue
+            host_port = task.host_ports.get(target.container_port)
+            if host_port is None:
+                reason = f"no network binding for container port {target.container_port}"
+            elif not task.container_instance_arn:
+                reason = "no container instance"
+            else:
+                pending.append((task, target, host_port))
+                continue
+            unresolved.append(_unresolved(task, target, reason))
+            del cache.tasks[task.arn]
+        if not pending:
+            return endpoints, unresolved
+
+        unknown_instances = sorted(
+            {task.container_instance_arn for task, _, _ in pending} - cache.ec2_instance_ids.keys()
+        )
+        if unknown_instances:
+            cache.ec2_instance_ids.update(
+                await _ec2_instance_ids(self.clients, cluster, unknown_instances)
+            )
+        instance_ids = {
+            cache.ec2_instance_ids[task.container_instance_arn]
+            for task, _, _ in pending
+            if task.container_instance_arn in cache.ec2_instance_ids
+        }
+        unknown_ids = sorted(instance_ids - cache.addresses.keys())
+        if unknown_ids:
+            cache.addresses.update(await _private_addresses(self.clients, unknown_ids))
         for task, target, host_port in pending:
-            instance_id = instance_ids.get(task["containerInstanceArn"])
-            address = addresses.get(instance_id) if instance_id else None
+            instance_id = cache.ec2_instance_ids.get(task.container_instance_arn)
+            address = cache.addresses.get(instance_id) if instance_id else None
             if instance_id is None:
                 unresolved.append(_unresolved(task, target, "container instance not found"))
             elif address is None:
@@ -183,14 +316,22 @@ async def _discover_cluster(
                 )
             else:
                 endpoints.append(_endpoint(task, target, host=address, port=host_port))
-    log.debug(
-        "discover.cluster",
-        cluster=cluster,
-        listed=len(task_arns),
-        endpoints=len(endpoints),
-        unresolved=len(unresolved),
+        return endpoints, unresolved
+
+
+def _running_task(raw: Mapping[str, Any]) -> _Task | None:
+    """The task as discovery remembers it, or None unless it is RUNNING (and meant to)."""
+    if raw.get("lastStatus") != RUNNING or raw.get("desiredStatus", RUNNING) != RUNNING:
+        return None
+    return _Task(
+        arn=str(raw["taskArn"]),
+        group=str(raw.get("group", "")),
+        cluster_arn=str(raw.get("clusterArn", "")),
+        task_definition_arn=str(raw.get("taskDefinitionArn", "")),
+        eni_address=_eni_address(raw),
+        container_instance_arn=str(raw.get("containerInstanceArn") or ""),
+        host_ports=_host_ports(raw),
     )
-    return endpoints, unresolved
 
 
 async def _list_running_tasks(clients: AwsClients, cluster: str) -> list[str] | None:
@@ -265,9 +406,8 @@ async def _private_addresses(clients: AwsClients, instance_ids: Sequence[str]) -
     return {key: value for result in results for key, value in result.items()}
 
 
-def _in_cluster(task: Mapping[str, Any], cluster: str) -> bool:
-    arn = str(task.get("clusterArn", ""))
-    return arn == cluster or arn.endswith(f"/{cluster}")
+def _in_cluster(cluster_arn: str, cluster: str) -> bool:
+    return cluster_arn == cluster or cluster_arn.endswith(f"/{cluster}")
 
 
 def _eni_address(task: Mapping[str, Any]) -> str | None:
@@ -281,43 +421,43 @@ def _eni_address(task: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _host_port(task: Mapping[str, Any], container_port: int) -> int | None:
-    """The host port bound to `container_port` (TCP) in any of the task's containers.
+def _host_ports(task: Mapping[str, Any]) -> dict[int, int]:
+    """TCP container port -> the host port bound to it, in any of the task's containers.
 
     ECS reports one binding per address family (bindIP 0.0.0.0 and ::) with the same
     host port; the first one is as good as any.
     """
+    ports: dict[int, int] = {}
     for container in task.get("containers", ()):
         for binding in container.get("networkBindings", ()) or ():
+            container_port = binding.get("containerPort")
             if (
-                binding.get("containerPort") == container_port
+                container_port is not None
                 and binding.get("protocol", "tcp") == "tcp"
                 and binding.get("hostPort")
             ):
-                return int(binding["hostPort"])
-    return None
+                ports.setdefault(int(container_port), int(binding["hostPort"]))
+    return ports
 
 
-def _endpoint(
-    task: Mapping[str, Any], target: DiscoveryTarget, *, host: str, port: int
-) -> Endpoint:
+def _endpoint(task: _Task, target: DiscoveryTarget, *, host: str, port: int) -> Endpoint:
     return Endpoint(
         deployment=target.deployment,
         cluster=target.cluster,
         service=target.service,
-        task_arn=str(task["taskArn"]),
+        task_arn=task.arn,
         host=host,
         port=port,
-        task_definition_arn=str(task.get("taskDefinitionArn", "")),
-        last_status=str(task.get("lastStatus", "")),
+        task_definition_arn=task.task_definition_arn,
+        last_status=RUNNING,
     )
 
 
-def _unresolved(task: Mapping[str, Any], target: DiscoveryTarget, reason: str) -> UnresolvedTask:
+def _unresolved(task: _Task, target: DiscoveryTarget, reason: str) -> UnresolvedTask:
     return UnresolvedTask(
         deployment=target.deployment,
         cluster=target.cluster,
-        task_arn=str(task["taskArn"]),
+        task_arn=task.arn,
         reason=reason,
     )
 

@@ -80,6 +80,10 @@ class ProbingSettings:
     discovery_interval_s: float = 10.0
     """Seconds between discoveries of the running tasks' endpoints (also after each
     read of AWS that follows a write, so that new tasks are probed without waiting)."""
+    discovery_full_refresh_s: float = 300.0
+    """Seconds between full discoveries: in between, a discovery lists the tasks but
+    describes only those it has not seen RUNNING yet (and their unknown instances); a
+    full one describes every task again, in case anything was missed."""
     allow_non_loopback: bool | None = None
     """Dial endpoints outside 127.0.0.0/8. None = decide from the environment: allowed
     against real AWS, refused when `AWS_ENDPOINT_URL` points at an emulator, whose

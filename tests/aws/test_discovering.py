@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from aws_helpers import Fault, fault_front
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 from moto.ecs.models import ecs_backends
@@ -21,6 +22,7 @@ from moto.ecs.models import ecs_backends
 from controller.aws.clients import AwsClients, AwsSettings, RequestCounter
 from controller.aws.discovering import (
     DESCRIBE_TASKS_BATCH,
+    Discoverer,
     discover,
     discover_endpoints,
 )
@@ -389,3 +391,259 @@ async def test_a_failing_cluster_does_not_hide_the_others(
     assert discovery.failed_deployments == frozenset({"b"})
     with pytest.raises(TransientError):
         await discover_endpoints(clients, targets=targets)
+
+
+# --- incremental discovery (`Discoverer`) ---------------------------------------------
+
+
+class Clock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def described_tasks(clients: AwsClients) -> list[list[str]]:
+    """The `tasks` of every DescribeTasks call the clients send from now on."""
+    batches: list[list[str]] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        batches.append(list(params.get("tasks", ())))
+
+    clients.ecs.meta.events.register("provide-client-params.ecs.DescribeTasks", record)
+    return batches
+
+
+async def test_a_second_pass_only_lists_and_new_tasks_alone_are_described(
+    account: Account, clients: AwsClients
+) -> None:
+    account.cluster("inf")
+    _, ci_a = account.instance("inf", address="127.0.0.2")
+    _, ci_b = account.instance("inf", address="127.0.0.3")
+    td = account.task_definition("bert")
+    for port, ci in ((37000, ci_a), (37001, ci_b)):
+        account.start_task("inf", "bert", td, ci, host_port=port)
+    account.start_task("inf", "other", td, ci_a, host_port=37002)
+    counter: RequestCounter = clients.counter  # type: ignore[attr-defined]
+    batches = described_tasks(clients)
+    targets = [_target("bert")]
+    discoverer = Discoverer(clients, clock=Clock())
+
+    counter.reset()
+    first = await discoverer.discover(targets=targets)
+    assert counter.by_operation() == {
+        "ec2.DescribeInstances": 1,
+        "ecs.DescribeContainerInstances": 1,
+        "ecs.DescribeTasks": 1,
+        "ecs.ListTasks": 1,
+    }
+    assert first == await discover(clients, targets=targets)
+    assert len(first.endpoints) == 2
+
+    counter.reset()
+    assert await discoverer.discover(targets=targets) == first
+    assert counter.by_operation() == {"ecs.ListTasks": 1}
+
+    # A new task on a known instance: described alone, no instance lookups.
+    new = account.start_task("inf", "bert", td, ci_b, host_port=37003)
+    counter.reset()
+    batches.clear()
+    third = await discoverer.discover(targets=targets)
+    assert counter.by_operation() == {"ecs.DescribeTasks": 1, "ecs.ListTasks": 1}
+    assert batches == [[new]]
+    assert third.endpoints == (await discover(clients, targets=targets)).endpoints
+    assert ("127.0.0.3", 37003, new) in {(e.host, e.port, e.task_arn) for e in third.endpoints}
+
+    # A stopped task leaves at once, without any describe.
+    gone = first.endpoints[0].task_arn
+    account.ecs.stop_task(cluster="inf", task=gone)
+    counter.reset()
+    fourth = await discoverer.discover(targets=targets)
+    assert counter.by_operation() == {"ecs.ListTasks": 1}
+    assert gone not in {e.task_arn for e in fourth.endpoints}
+    assert len(fourth.endpoints) == 2
+    assert gone not in discoverer.remembered("inf")
+
+
+async def test_tasks_not_yet_running_or_bound_are_described_again(
+    account: Account, clients: AwsClients
+) -> None:
+    account.cluster("inf")
+    _, ci = account.instance("inf", address="127.0.0.4")
+    td = account.task_definition("bert")
+    running = account.start_task("inf", "bert", td, ci, host_port=38000)
+    pending = account.start_task("inf", "bert", td, ci, host_port=38001, status="PENDING")
+    unbound = account.start_task("inf", "bert", td, ci, host_port=None)
+    batches = described_tasks(clients)
+    discoverer = Discoverer(clients, clock=Clock())
+    targets = [_target("bert")]
+
+    first = await discoverer.discover(targets=targets)
+    assert [e.task_arn for e in first.endpoints] == [running]
+    assert [u.task_arn for u in first.unresolved] == [unbound]
+
+    batches.clear()
+    second = await discoverer.discover(targets=targets)
+    assert second == first
+    assert batches == [sorted([pending, unbound])]
+
+    # The agent reports the PENDING task RUNNING, and binds the other one's port.
+    with BACKEND_LOCK:
+        account.backend_task("inf", pending).last_status = "RUNNING"
+        account.backend_task("inf", unbound).containers[0].network_bindings = [
+            {"bindIP": "0.0.0.0", "containerPort": GRPC_PORT, "hostPort": 38002, "protocol": "tcp"}
+        ]
+    batches.clear()
+    third = await discoverer.discover(targets=targets)
+    assert batches == [sorted([pending, unbound])]
+    assert {(e.task_arn, e.port) for e in third.endpoints} == {
+        (running, 38000),
+        (pending, 38001),
+        (unbound, 38002),
+    }
+    assert third.unresolved == ()
+
+    batches.clear()
+    assert await discoverer.discover(targets=targets) == third
+    assert batches == []
+
+
+async def test_full_refresh_every_full_refresh_s(account: Account, clients: AwsClients) -> None:
+    account.cluster("inf")
+    _, ci = account.instance("inf", address="127.0.0.5")
+    td = account.task_definition("bert")
+    account.start_task("inf", "bert", td, ci, host_port=39000)
+    counter: RequestCounter = clients.counter  # type: ignore[attr-defined]
+    clock = Clock()
+    discoverer = Discoverer(clients, full_refresh_s=300, clock=clock)
+    targets = [_target("bert")]
+    full = {
+        "ec2.DescribeInstances": 1,
+        "ecs.DescribeContainerInstances": 1,
+        "ecs.DescribeTasks": 1,
+        "ecs.ListTasks": 1,
+    }
+
+    first = await discoverer.discover(targets=targets)
+    clock.now += 299
+    counter.reset()
+    assert await discoverer.discover(targets=targets) == first
+    assert counter.by_operation() == {"ecs.ListTasks": 1}
+
+    clock.now += 1
+    counter.reset()
+    assert await discoverer.discover(targets=targets) == first
+    assert counter.by_operation() == full
+
+    # The interval counts from the last full pass.
+    clock.now += 299
+    counter.reset()
+    await discoverer.discover(targets=targets)
+    assert counter.by_operation() == {"ecs.ListTasks": 1}
+
+    # 0: every pass is a full one, as the stateless `discover`.
+    always = Discoverer(clients, full_refresh_s=0, clock=clock)
+    for _ in range(2):
+        counter.reset()
+        assert await always.discover(targets=targets) == first
+        assert counter.by_operation() == full
+
+
+async def test_instances_no_task_is_on_are_forgotten(account: Account, clients: AwsClients) -> None:
+    account.cluster("inf")
+    _, ci = account.instance("inf", address="127.0.0.6")
+    td = account.task_definition("bert")
+    first = account.start_task("inf", "bert", td, ci, host_port=40100)
+    counter: RequestCounter = clients.counter  # type: ignore[attr-defined]
+    discoverer = Discoverer(clients, clock=Clock())
+    targets = [_target("bert")]
+    assert [e.task_arn for e in (await discoverer.discover(targets=targets)).endpoints] == [first]
+
+    account.ecs.stop_task(cluster="inf", task=first)
+    assert (await discoverer.discover(targets=targets)).endpoints == ()
+    assert discoverer.remembered("inf") == frozenset()
+
+    # The same instance again: looked up anew, since nothing was on it any more.
+    second = account.start_task("inf", "bert", td, ci, host_port=40101)
+    counter.reset()
+    found = await discoverer.discover(targets=targets)
+    assert [(e.task_arn, e.address) for e in found.endpoints] == [(second, "127.0.0.6:40101")]
+    assert counter.by_operation() == {
+        "ec2.DescribeInstances": 1,
+        "ecs.DescribeContainerInstances": 1,
+        "ecs.DescribeTasks": 1,
+        "ecs.ListTasks": 1,
+    }
+
+    # A cluster no target is in any more is forgotten altogether.
+    await discoverer.discover(targets=[])
+    assert discoverer.remembered("inf") == frozenset()
+
+
+async def test_remembered_tasks_of_overlapping_clusters_stay_apart(
+    account: Account, clients: AwsClients
+) -> None:
+    # moto lists "inf1-demo"'s tasks under "inf" too: they are remembered as foreign,
+    # never described again, and never taken for "inf"'s.
+    for name in ("inf", "inf1-demo"):
+        account.cluster(name)
+    _, ci_a = account.instance("inf", address="127.0.0.8")
+    _, ci_b = account.instance("inf1-demo", address="127.0.0.9")
+    td = account.task_definition("bert")
+    a = account.start_task("inf", "bert", td, ci_a, host_port=33000)
+    b = account.start_task("inf1-demo", "bert", td, ci_b, host_port=33001)
+    counter: RequestCounter = clients.counter  # type: ignore[attr-defined]
+    discoverer = Discoverer(clients, clock=Clock())
+    targets = [_target("small", "inf", "bert"), _target("big", "inf1-demo", "bert")]
+
+    first = await discoverer.discover(targets=targets)
+    counter.reset()
+    second = await discoverer.discover(targets=targets)
+
+    assert second == first
+    assert counter.by_operation() == {"ecs.ListTasks": 2}
+    assert {(e.deployment, e.task_arn) for e in second.endpoints} == {("small", a), ("big", b)}
+
+
+async def test_a_failed_cluster_pass_is_followed_by_a_full_one(
+    account: Account, aws: Emulator
+) -> None:
+    for name in ("good", "bad"):
+        account.cluster(name)
+    _, ci_good = account.instance("good", address="127.0.0.11")
+    _, ci_bad = account.instance("bad", address="127.0.0.12")
+    td = account.task_definition("bert")
+    good = account.start_task("good", "bert", td, ci_good, host_port=36000)
+    bad = account.start_task("bad", "bert", td, ci_bad, host_port=36001)
+    targets = [_target("a", "good", "bert"), _target("b", "bad", "bert")]
+    counter = RequestCounter()
+    with fault_front() as (endpoint, faults):
+        settings = AwsSettings(max_attempts=1, endpoint_url=endpoint)
+        async with AwsClients(settings=settings, on_request=counter) as clients:
+            discoverer = Discoverer(clients, clock=Clock())
+            first = await discoverer.discover(targets=targets)
+            assert {e.task_arn for e in first.endpoints} == {good, bad}
+
+            faults.add(
+                "ListTasks",
+                Fault("400 Bad Request", "ThrottlingException", when='"cluster": "bad"'),
+            )
+            failed = await discoverer.discover(targets=targets)
+            assert set(failed.errors) == {"bad"}
+            assert failed.failed_deployments == frozenset({"b"})
+            assert [e.task_arn for e in failed.endpoints] == [good]
+            assert discoverer.remembered("bad") == frozenset()
+
+            counter.reset()
+            recovered = await discoverer.discover(targets=targets)
+            assert recovered == first
+            # "bad" is described in full again; "good" only listed.
+            assert counter.by_operation() == {
+                "ec2.DescribeInstances": 1,
+                "ecs.DescribeContainerInstances": 1,
+                "ecs.DescribeTasks": 1,
+                "ecs.ListTasks": 2,
+            }

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from controller.aws.clients import AwsClients, AwsSettings, RequestCounter
-from controller.aws.discovering import discover, discover_endpoints
+from controller.aws.discovering import Discoverer, discover, discover_endpoints
 from controller.probing.endpoints import DiscoveryTarget, is_loopback
 from controller.sandbox.dataplane import DataPlane, DataPlaneSettings
 from controller.sandbox.emulator import Emulator
@@ -164,3 +164,81 @@ async def test_scaling_in_removes_endpoints_and_the_pass_stays_cheap(
         aws.boto3_client("ecs").update_service(cluster="inf", service="bert", desiredCount=1)
         remaining = await eventually(lambda: _discover_count(clients, [target("bert")], 1))
         assert remaining[0].task_arn in dataplane.servers
+
+
+async def test_incremental_discovery_follows_the_scheduler_with_list_calls_only(
+    aws: Emulator, dataplane: DataPlane
+) -> None:
+    make_cluster(aws, "inf", instances=2)
+    make_service(aws, "inf", "bert", count=2)
+    make_service(aws, "inf", "other", count=1)
+    ecs = aws.boto3_client("ecs")
+    targets = [target("bert")]
+    counter = RequestCounter()
+    clock = [1000.0]
+    async with AwsClients(settings=AwsSettings(max_attempts=1), on_request=counter) as clients:
+        described: list[list[str]] = []
+
+        def record(params: dict[str, Any], **_: Any) -> None:
+            described.append(list(params.get("tasks", ())))
+
+        clients.ecs.meta.events.register("provide-client-params.ecs.DescribeTasks", record)
+        await eventually(lambda: _discover_count(clients, [*targets, target("other")], 3))
+        discoverer = Discoverer(clients, full_refresh_s=300, clock=lambda: clock[0])
+
+        async def endpoints_of(count: int) -> list[Any]:
+            found = (await discoverer.discover(targets=targets)).endpoints
+            return list(found) if len(found) == count else []
+
+        # First pass: everything described, the same endpoints as a stateless pass.
+        counter.reset()
+        first = await discoverer.discover(targets=targets)
+        full_calls = {
+            "ec2.DescribeInstances": 1,
+            "ecs.DescribeContainerInstances": 1,
+            "ecs.DescribeTasks": 1,
+            "ecs.ListTasks": 1,
+        }
+        assert counter.by_operation() == full_calls
+        assert first == await discover(clients, targets=targets)
+        assert len(first.endpoints) == 2
+
+        # Nothing changed: only the list.
+        counter.reset()
+        assert await discoverer.discover(targets=targets) == first
+        assert counter.by_operation() == {"ecs.ListTasks": 1}
+
+        # Scale up: only the new task is described (while PENDING, then once RUNNING).
+        known = {e.task_arn for e in first.endpoints}
+        ecs.update_service(cluster="inf", service="bert", desiredCount=3)
+        described.clear()
+        three = await eventually(lambda: endpoints_of(3))
+        (new,) = {e.task_arn for e in three} - known
+        assert described and all(batch == [new] for batch in described)
+        servers = dataplane.servers
+        assert all(
+            (e.host, e.port) == (servers[e.task_arn].host, servers[e.task_arn].port) for e in three
+        )
+        counter.reset()
+        await discoverer.discover(targets=targets)
+        assert counter.by_operation() == {"ecs.ListTasks": 1}
+
+        # Scale down: the stopped tasks leave, nothing is described.
+        ecs.update_service(cluster="inf", service="bert", desiredCount=1)
+        described.clear()
+        (remaining,) = await eventually(lambda: endpoints_of(1))
+        assert described == []
+        assert remaining.task_arn in dataplane.servers
+
+        # A full refresh after full_refresh_s: everything described again, same result.
+        steady = await discoverer.discover(targets=targets)
+        clock[0] += 300
+        counter.reset()
+        assert await discoverer.discover(targets=targets) == steady
+        assert counter.by_operation() == full_calls
+        assert steady == await discover(clients, targets=targets)
+
+        # A task stopped through the API is gone from the very next pass.
+        ecs.stop_task(cluster="inf", task=remaining.task_arn)
+        after = await discoverer.discover(targets=targets)
+        assert remaining.task_arn not in {e.task_arn for e in after.endpoints}
