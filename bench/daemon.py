@@ -168,11 +168,15 @@ def services(ecs: Any, names: list[str]) -> dict[str, dict[str, Any]]:
     return found
 
 
-async def resync_calls(endpoint: str, folder: Path) -> tuple[dict[str, int], dict[str, int]]:
-    """AWS calls of one informer read, and of one endpoint discovery, by operation."""
+async def resync_calls(
+    endpoint: str, folder: Path
+) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """AWS calls of one informer read, of a full endpoint discovery (the daemon's first, and
+    one every `discovery_full_refresh_s`), and of a steady one (the daemon's `Discoverer`
+    once it knows the tasks), by operation."""
     os.environ.update(env_for(endpoint))
     from controller.aws.clients import AwsClients, RequestCounter
-    from controller.aws.discovering import discover
+    from controller.aws.discovering import Discoverer
     from controller.daemon import AwsShell
     from controller.probing.endpoints import discovery_targets
     from controller.specs.loading import load_folder
@@ -185,10 +189,15 @@ async def resync_calls(endpoint: str, folder: Path) -> tuple[dict[str, int], dic
         counter.reset()
         level = await shell.read_level(specs)
         read = counter.by_operation()
+        targets = discovery_targets(level.desired.deployments.values())
+        discoverer = Discoverer(clients)
         counter.reset()
-        await discover(clients, targets=discovery_targets(level.desired.deployments.values()))
-        discovery = counter.by_operation()
-    return read, discovery
+        await discoverer.discover(targets=targets)
+        full = counter.by_operation()
+        counter.reset()
+        await discoverer.discover(targets=targets)
+        steady = counter.by_operation()
+    return read, full, steady
 
 
 def serve_stand_ins(count: int) -> None:
@@ -458,11 +467,13 @@ def main() -> int:
         }
         figures["peak_rss_mb"] = round(peak_rss_mb(daemon.pid), 1)
 
-        read, discovery = asyncio.run(resync_calls(endpoint, folder))
+        read, full, steady = asyncio.run(resync_calls(endpoint, folder))
         figures["aws_calls_per_resync"] = {"total": sum(read.values()), "by_operation": read}
         figures["aws_calls_per_discovery"] = {
-            "total": sum(discovery.values()),
-            "by_operation": discovery,
+            "total": sum(steady.values()),
+            "by_operation": steady,
+            "full_total": sum(full.values()),
+            "full_by_operation": full,
         }
 
         daemon.send_signal(signal.SIGTERM)
@@ -592,9 +603,11 @@ def main() -> int:
             f"  AWS calls per resync:     {figures['aws_calls_per_resync']['total']} "
             f"{figures['aws_calls_per_resync']['by_operation']}"
         )
+        discovery = figures["aws_calls_per_discovery"]
         print(
-            f"  AWS calls per discovery:  {figures['aws_calls_per_discovery']['total']} "
-            f"{figures['aws_calls_per_discovery']['by_operation']}"
+            f"  AWS calls per discovery:  {discovery['total']} {discovery['by_operation']} "
+            f"(a full one, the first and every 5 min: {discovery['full_total']} "
+            f"{discovery['full_by_operation']})"
         )
         print(f"  AWS requests per minute, steady: {figures['aws_requests_per_min_steady']}")
         print(
