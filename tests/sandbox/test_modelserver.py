@@ -116,3 +116,29 @@ async def test_only_loopback_and_free_ports(encoder: EncoderModel, server: Model
         await start_model_server(host="0.0.0.0", port=0, model=encoder)
     with pytest.raises(OSError):
         await start_model_server(host=server.host, port=server.port, model=encoder)
+
+
+async def test_a_slow_model_gives_its_handler_thread_back_at_the_deadline(
+    server: ModelServerHandle,
+):
+    """An injected delay longer than the caller's deadline holds a handler thread only
+    until that deadline: more such calls than there are handler threads do not starve
+    the next caller."""
+    import asyncio
+    import time
+
+    server.faults.delay_s = 30.0
+    slow = [
+        predict(server.address, deadline_s=0.3) for _ in range(EncoderModel.HANDLER_THREADS + 8)
+    ]
+    outcomes = await asyncio.gather(*slow, return_exceptions=True)
+    assert all(
+        isinstance(outcome, grpc.aio.AioRpcError)
+        and outcome.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        for outcome in outcomes
+    )
+    server.faults.delay_s = 0.0
+    started = time.monotonic()
+    response, _ = await predict(server.address, deadline_s=10.0)
+    assert "sequence_output" in response.outputs
+    assert time.monotonic() - started < 5.0
