@@ -5,13 +5,13 @@ by every task of the process), and a gRPC server per task speaking
 `tensorflow.serving.PredictionService/Predict` and
 `tensorflow.serving.ModelService/GetModelStatus` on a loopback address, wire-compatible
 with TensorFlow Serving (our own schema in `controller.tfserving`).
+Must not: listen on anything but 127.0.0.0/8, or know about ECS (the data plane decides
+which servers run where).
 
 The servers are gRPC's threaded servers, not grpc.aio: a handler thread runs the encoder
 itself, where an asyncio handler would hand each request to another thread and back
 (measured with `bench/probe_overhead.py`: about 0.3 ms more per request on a 2-core
 machine, time a client would wrongly see as its own).
-Must not: listen on anything but 127.0.0.0/8, or know about ECS (the data plane decides
-which servers run where).
 
 The request is the walkthrough's: int32 `input_ids`, `input_mask`, `segment_ids` of shape
 `[batch, length]` (in `tensor_content` or `int_val`). The encoder is all-MiniLM-L6-v2 as
