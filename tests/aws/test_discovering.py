@@ -184,6 +184,24 @@ def _target(deployment: str, cluster: str = "inf", service: str | None = None) -
     )
 
 
+def _overlapping_clusters(account: Account) -> tuple[str, str]:
+    """Clusters "inf" and "inf1-demo" (moto's list_tasks matches cluster names as
+    substrings), each with a `bert` task on its own instance: 127.0.0.8:33000 in "inf",
+    127.0.0.9:33001 in "inf1-demo". Returns the two task ARNs."""
+    for name in ("inf", "inf1-demo"):
+        account.cluster(name)
+    _, ci_a = account.instance("inf", address="127.0.0.8")
+    _, ci_b = account.instance("inf1-demo", address="127.0.0.9")
+    td = account.task_definition("bert")
+    a = account.start_task("inf", "bert", td, ci_a, host_port=33000)
+    b = account.start_task("inf1-demo", "bert", td, ci_b, host_port=33001)
+    return a, b
+
+
+#: One target in each of `_overlapping_clusters`.
+OVERLAPPING_TARGETS = [_target("small", "inf", "bert"), _target("big", "inf1-demo", "bert")]
+
+
 async def test_bridge_tasks_resolve_to_instance_address_and_host_port(
     account: Account, clients: AwsClients
 ) -> None:
@@ -302,17 +320,9 @@ async def test_clusters_are_kept_apart_even_when_names_overlap(
 ) -> None:
     # moto matches list_tasks' cluster as a substring ("inf" in ".../inf1-demo") and
     # describe_tasks ignores the cluster; discovery must not mix them up.
-    for name in ("inf", "inf1-demo"):
-        account.cluster(name)
-    _, ci_a = account.instance("inf", address="127.0.0.8")
-    _, ci_b = account.instance("inf1-demo", address="127.0.0.9")
-    td = account.task_definition("bert")
-    a = account.start_task("inf", "bert", td, ci_a, host_port=33000)
-    b = account.start_task("inf1-demo", "bert", td, ci_b, host_port=33001)
+    a, b = _overlapping_clusters(account)
 
-    endpoints = await discover_endpoints(
-        clients, targets=[_target("small", "inf", "bert"), _target("big", "inf1-demo", "bert")]
-    )
+    endpoints = await discover_endpoints(clients, targets=OVERLAPPING_TARGETS)
 
     assert {(e.deployment, e.cluster, e.task_arn, e.address) for e in endpoints} == {
         ("small", "inf", a, "127.0.0.8:33000"),
@@ -588,16 +598,10 @@ async def test_remembered_tasks_of_overlapping_clusters_stay_apart(
 ) -> None:
     # moto lists "inf1-demo"'s tasks under "inf" too: they are remembered as foreign,
     # never described again, and never taken for "inf"'s.
-    for name in ("inf", "inf1-demo"):
-        account.cluster(name)
-    _, ci_a = account.instance("inf", address="127.0.0.8")
-    _, ci_b = account.instance("inf1-demo", address="127.0.0.9")
-    td = account.task_definition("bert")
-    a = account.start_task("inf", "bert", td, ci_a, host_port=33000)
-    b = account.start_task("inf1-demo", "bert", td, ci_b, host_port=33001)
+    a, b = _overlapping_clusters(account)
     counter: RequestCounter = clients.counter  # type: ignore[attr-defined]
     discoverer = Discoverer(clients, clock=Clock())
-    targets = [_target("small", "inf", "bert"), _target("big", "inf1-demo", "bert")]
+    targets = OVERLAPPING_TARGETS
 
     first = await discoverer.discover(targets=targets)
     counter.reset()
