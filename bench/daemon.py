@@ -298,6 +298,33 @@ async def prober_cpu(ports: list[int], *, window_s: float, sequence_length: int)
         }
 
 
+def start_daemon(
+    folder: Path, address: str, endpoint: str, log: Path, *extra: str
+) -> subprocess.Popen[bytes]:
+    """`ecs-infer run FOLDER` with default settings (metrics on `address`, JSON logs at
+    WARNING into `log`) against the sandbox at `endpoint`."""
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "controller",
+                "--log-format",
+                "json",
+                "--log-level",
+                "WARNING",
+                "run",
+                str(folder),
+                "--metrics-addr",
+                address,
+                *extra,
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env_for(endpoint),
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--deployments", type=int, default=100)
@@ -362,26 +389,8 @@ def main() -> int:
             sequence_length=args.sequence_length,
             group_id=groups[0]["GroupId"],
         )
-        daemon_log = (work / "daemon.log").open("wb")
         started = time.monotonic()
-        daemon = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "controller",
-                "--log-format",
-                "json",
-                "--log-level",
-                "WARNING",
-                "run",
-                str(folder),
-                "--metrics-addr",
-                address,
-            ],
-            stdout=daemon_log,
-            stderr=subprocess.STDOUT,
-            env=env_for(endpoint),
-        )
+        daemon = start_daemon(folder, address, endpoint, work / "daemon.log")
         ecs = boto3.client(
             "ecs",
             endpoint_url=endpoint,
@@ -485,26 +494,7 @@ def main() -> int:
         }
 
         # The same folder and account, reconciling only: the difference is probing's.
-        quiet_log = (work / "daemon-no-probe.log").open("wb")
-        daemon = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "controller",
-                "--log-format",
-                "json",
-                "--log-level",
-                "WARNING",
-                "run",
-                str(folder),
-                "--metrics-addr",
-                address,
-                "--no-probe",
-            ],
-            stdout=quiet_log,
-            stderr=subprocess.STDOUT,
-            env=env_for(endpoint),
-        )
+        daemon = start_daemon(folder, address, endpoint, work / "daemon-no-probe.log", "--no-probe")
 
         def ready() -> bool:
             with urllib.request.urlopen(f"http://{address}/readyz", timeout=5) as response:
