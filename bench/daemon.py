@@ -178,9 +178,11 @@ async def resync_calls(
     from controller.aws.clients import AwsClients, RequestCounter
     from controller.aws.discovering import Discoverer
     from controller.daemon import AwsShell
+    from controller.logs import configure_logging
     from controller.probing.endpoints import discovery_targets
     from controller.specs.loading import load_folder
 
+    configure_logging(level="WARNING")  # on stderr: stdout is the figures (`--json`)
     specs = load_folder(folder).specs
     counter = RequestCounter()
     async with AwsClients(on_request=counter) as clients:

@@ -12,6 +12,7 @@ from sandbox_helpers import model_status, predict, predict_request, tensor_array
 from controller.sandbox.modelserver import (
     EncoderModel,
     ModelServerHandle,
+    decode_predict_request,
     start_model_server,
 )
 from controller.tfserving import serving_pb2, tensor_pb2
@@ -91,6 +92,31 @@ async def test_errors_follow_tf_serving(server: ModelServerHandle):
     signature = predict_request()
     signature.model_spec.signature_name = "classify"
     assert await _code(address, signature) == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_each_distinct_request_is_decoded_once(server: ModelServerHandle):
+    """A probe's request, sent again and again, is decoded and checked once; a bad one
+    stays bad when sent again; bytes that are no PredictRequest are INTERNAL (as gRPC
+    answers a request it cannot parse)."""
+    request = predict_request(length=24)
+    request.model_spec.signature_name = "serving_default"  # a request no other test sends
+    before = decode_predict_request.cache_info()
+    first, _ = await predict(server.address, request)
+    second, _ = await predict(server.address, request)
+    after = decode_predict_request.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
+    assert first.outputs["sequence_output"] == second.outputs["sequence_output"]
+
+    wrong = predict_request(length=24)
+    wrong.inputs["segment_ids"].tensor_content = np.full((1, 24), 5, "<i4").tobytes()
+    for _ in range(2):
+        assert await _code(server.address, wrong) == grpc.StatusCode.INVALID_ARGUMENT
+
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        raw = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await raw(b"\xff\xff\xff", timeout=10)
+    assert error.value.code() == grpc.StatusCode.INTERNAL
 
 
 async def test_model_status(server: ModelServerHandle):
