@@ -1,4 +1,4 @@
-"""How much of a probe's measured latency is the probe's own: latency minus server compute.
+"""How much of a probe's measured latency is the probe's own: latency minus the server's time.
 
 Starts the sandbox's model server (`controller.sandbox.modelserver`, one onnxruntime
 session) on 127.0.0.1 in a child process, so that the client's CPU use is not mixed with
@@ -7,11 +7,15 @@ ecs-infer's probe client (`TFServingClient`, the prober's channel options) and p
 milliseconds, for each request shape (every output, a 197 KB answer at 128 tokens; and
 `output_filter=pooled_output`, 1.5 KB, as `probe.outputFilter` asks):
 
-- overhead = probe-measured latency - the server's `x-compute-us` (p50, p99, mean): what
-  the probe, gRPC, the loopback and the server's own handler add to the model's time;
-- client + transport = latency - `x-handler-us`;
-- server handler = `x-handler-us` - `x-compute-us`: the sandbox server's own Python
-  (parsing the request, building the response), which TF Serving does in C++;
+- overhead = probe-measured latency - the server's own time for the request (`x-handler-us`:
+  its handler, from the request's bytes to the answer's message: decoding and checking
+  the request, the model, building the answer) (p50, p99, mean): what the probe adds,
+  that is the client, gRPC on both ends (the server's serialising of the answer too) and
+  the loopback;
+- model-only overhead = latency - the server's `x-compute-us` (the model's run alone):
+  the stricter figure, which also counts the sandbox server's own Python (decoding the
+  request, building the answer), work that TF Serving does in C++;
+- server handler = `x-handler-us` - `x-compute-us`, that Python;
 - floor: the same client against a no-op gRPC server (Python, threaded) that sleeps as
   long as the model computes (its median over 5 runs) and returns the same answer bytes:
   latency minus the sleep. That is what any gRPC server answering after the same wait
@@ -178,8 +182,8 @@ def _ms(values: list[float], q: float) -> float:
 
 def _figures(results: list[PredictResult], floor: list[PredictResult]) -> dict[str, Any]:
     latency = [r.latency_s for r in results]
-    overhead = [r.latency_s - (r.compute_s or 0.0) for r in results]
-    outside = [r.latency_s - (r.handler_s or 0.0) for r in results]
+    overhead = [r.latency_s - (r.handler_s or 0.0) for r in results]
+    model_only = [r.latency_s - (r.compute_s or 0.0) for r in results]
     in_handler = [(r.handler_s or 0.0) - (r.compute_s or 0.0) for r in results]
     compute = [r.compute_s or 0.0 for r in results]
     floor_latency = [r.latency_s - (r.compute_s or 0.0) for r in floor]
@@ -190,7 +194,11 @@ def _figures(results: list[PredictResult], floor: list[PredictResult]) -> dict[s
             "p99": _ms(overhead, 99),
             "mean": round(sum(overhead) / len(overhead) * 1e3, 3),
         },
-        "client_and_transport_ms": {"p50": _ms(outside, 50), "p99": _ms(outside, 99)},
+        "model_only_overhead_ms": {
+            "p50": _ms(model_only, 50),
+            "p99": _ms(model_only, 99),
+            "mean": round(sum(model_only) / len(model_only) * 1e3, 3),
+        },
         "server_handler_ms": {"p50": _ms(in_handler, 50), "p99": _ms(in_handler, 99)},
         "floor_ms": {"p50": _ms(floor_latency, 50), "p99": _ms(floor_latency, 99)},
         "latency_ms": {"p50": _ms(latency, 50), "p99": _ms(latency, 99)},
@@ -264,25 +272,27 @@ def main() -> int:
         return 0
 
     print(
-        f"probe overhead = probe latency - server compute, {args.requests} sequential "
+        f"probe overhead = probe latency - the server's own time, {args.requests} sequential "
         f"Predicts per row (server onnxruntime threads={args.server_threads}, "
         f"{os.cpu_count()} CPUs), in ms"
     )
     print(
         f"  {'request':28} {'overhead p50':>12} {'p99':>6} {'mean':>6}   "
-        f"{'client+transport':>16} {'server handler':>14} {'floor':>6}"
+        f"{'model-only p50':>14} {'p99':>6}   {'server handler':>14} {'floor':>6}"
     )
     for name, shape_figures in figures["shapes"].items():
         overhead = shape_figures["overhead_ms"]
+        model_only = shape_figures["model_only_overhead_ms"]
         goal = "meets" if overhead["p50"] <= GOAL_MS else "MISSES"
+        strict = "meets" if model_only["p50"] <= GOAL_MS else "misses"
         label = "every output" if name == "all outputs" else f"output_filter={name}"
         print(
             f"  {label:28} {overhead['p50']:>12.3f} {overhead['p99']:>6.2f} "
-            f"{overhead['mean']:>6.3f}   "
-            f"{shape_figures['client_and_transport_ms']['p50']:>16.3f} "
+            f"{overhead['mean']:>6.3f}   {model_only['p50']:>14.3f} {model_only['p99']:>6.2f}   "
             f"{shape_figures['server_handler_ms']['p50']:>14.3f} "
-            f"{shape_figures['floor_ms']['p50']:>6.3f}   ({goal} the {GOAL_MS} ms p50 goal; "
-            f"compute p50 {shape_figures['server_compute_ms']['p50']:.1f} ms)"
+            f"{shape_figures['floor_ms']['p50']:>6.3f}   ({goal} the {GOAL_MS} ms p50 goal, "
+            f"model-only {strict} it; compute p50 "
+            f"{shape_figures['server_compute_ms']['p50']:.1f} ms)"
         )
     load = figures["load_average_1m"]
     busy = " (busy machine: figures are inflated)" if max(load) > (os.cpu_count() or 1) else ""

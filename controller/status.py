@@ -2,7 +2,9 @@
 
 Owns: where the figures come from (the daemon's `/status` when it answers; otherwise AWS
 read directly, observe + plan, which knows replicas and drift but nothing of probes or
-reconciles) and the table printed from them. Must not: write to AWS or probe anything.
+reconciles; when AWS cannot be read either, or the specs are invalid, the specs alone,
+with every live figure unknown) and the table printed from them. The command always
+exits 0 (CONTRACT §3): it reports, it does not judge. Must not: write to AWS or probe anything.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ DEFAULT_DAEMON = "http://127.0.0.1:9108"
 
 
 class StatusUnavailable(Exception):
-    """Neither the daemon nor AWS could say anything."""
+    """AWS cannot be asked (the specs are invalid, so a plan would mislead)."""
 
 
 def from_daemon(url: str, *, timeout_s: float = 2.0) -> dict[str, Any] | None:
@@ -53,14 +55,54 @@ async def from_aws(path: Path) -> dict[str, Any]:
     return status_document(level=level, probes=None, source="aws")
 
 
+def from_specs(path: Path, *, unavailable: str) -> dict[str, Any]:
+    """What the specs alone say (desired replicas), when neither the daemon nor AWS could
+    be read; `unavailable` says why. Live figures are None: unknown, not zero."""
+    loaded = load_folder(path)
+    deployments = {
+        name: {
+            "cluster": spec.spec.cluster,
+            "service": spec.service_name,
+            "in_spec": True,
+            "replicas": {"desired": spec.spec.replicas, "running": None, "pending": None},
+            "rollout": None,
+            "drift": None,
+            "pending_actions": None,
+            "probe": None,
+            "reconcile": None,
+        }
+        for name, spec in sorted(loaded.specs.deployments.items())
+    }
+    clusters = {
+        name: {"status": None, "instances": None, "drift": None, "reconcile": None}
+        for name in sorted(loaded.specs.clusters)
+    }
+    return {
+        "source": "specs",
+        "unavailable": unavailable,
+        "generated_at": time.time(),
+        "specs_valid": loaded.ok,
+        "spec_errors": [str(error) for error in loaded.errors],
+        "probes_available": False,
+        "deployments": deployments,
+        "clusters": clusters,
+    }
+
+
 def collect(path: Path, *, daemon: str | None) -> dict[str, Any]:
-    """From the daemon when it answers, else from AWS."""
+    """From the daemon when it answers, else from AWS; when AWS cannot be read either
+    (or the specs are invalid, so that a plan would mislead), from the specs alone."""
+    from controller.aws.errors import AwsError
+
     if daemon:
         document = from_daemon(daemon)
         if document is not None:
             document.setdefault("daemon", daemon)
             return document
-    return asyncio.run(from_aws(path))
+    try:
+        return asyncio.run(from_aws(path))
+    except (AwsError, StatusUnavailable) as exc:
+        return from_specs(path, unavailable=str(exc))
 
 
 def _ms(value: Any) -> str:
@@ -74,9 +116,20 @@ def _ago(at: Any) -> str:
     return f"{seconds:.0f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
 
 
+_TITLES = {
+    "daemon": "from the daemon",
+    "aws": "from AWS (observe + plan)",
+    "specs": "from the specs alone: neither the daemon nor AWS answered",
+}
+
+
+def _count(value: Any) -> str:
+    return "?" if value is None else str(value)
+
+
 def render_text(document: dict[str, Any], *, console: Console) -> None:
     source = document.get("source")
-    title = "from the daemon" if source == "daemon" else "from AWS (observe + plan)"
+    title = _TITLES.get(str(source), str(source))
     table = Table(title=f"ecs-infer status ({title})", title_justify="left")
     for column in ("deployment", "desired", "running", "pending", "drift"):
         table.add_column(
@@ -88,7 +141,7 @@ def render_text(document: dict[str, Any], *, console: Console) -> None:
     table.add_column("last reconcile")
     for name, row in document.get("deployments", {}).items():
         replicas = row.get("replicas", {})
-        drift = ", ".join(row.get("drift") or []) or "no"
+        drift = "?" if row.get("drift") is None else ", ".join(row["drift"]) or "no"
         if not row.get("in_spec", True):
             drift += " (spec removed)"
         probe = row.get("probe")
@@ -109,9 +162,9 @@ def render_text(document: dict[str, Any], *, console: Console) -> None:
                 last += f": {reconcile['error']}"
         table.add_row(
             name,
-            str(replicas.get("desired", "-")),
-            str(replicas.get("running", "-")),
-            str(replicas.get("pending", "-")),
+            _count(replicas.get("desired")),
+            _count(replicas.get("running")),
+            _count(replicas.get("pending")),
             drift,
             ok,
             p50,
@@ -119,10 +172,16 @@ def render_text(document: dict[str, Any], *, console: Console) -> None:
             last,
         )
     console.print(table)
-    if source != "daemon":
+    if source == "aws":
         console.print(
             "Probe latency and reconcile results need the daemon (`ecs-infer run`); "
             "none answered, so these figures come from AWS directly."
+        )
+    elif source == "specs":
+        console.print(
+            f"No daemon answered and AWS could not be read ({document.get('unavailable')}), "
+            "so only the specs' desired replicas are shown (? = unknown).",
+            markup=False,
         )
     for error in document.get("spec_errors") or []:
         console.print(f"spec error: {error}", markup=False)

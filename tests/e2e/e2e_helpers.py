@@ -58,6 +58,36 @@ def eventually(
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what or check}: {last!r}")
 
 
+def ecs_infer(
+    sandbox: Sandbox, *args: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """The real `ecs-infer ARGS...` process against the sandbox's AWS endpoint."""
+    return subprocess.run(
+        [sys.executable, "-m", "controller", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=aws_env(sandbox.endpoint),
+        check=False,
+    )
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def table_row(text: str, first_cell: str) -> list[str]:
+    """The cells of the row starting with `first_cell` in a table rich printed."""
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if cells and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no row {first_cell!r} in:\n{text}")
+
+
 def aws_env(endpoint: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(

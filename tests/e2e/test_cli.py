@@ -16,24 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import Sandbox, aws_env
+from e2e_helpers import Sandbox, aws_env, closed_port, ecs_infer, table_row
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = "ecs-inf1-demo"  # the walkthrough's own names, from specs/ecs-inf1-demo.yaml
 SERVICE = "bert-inf1"
-
-
-def ecs_infer(
-    sandbox: Sandbox, *args: str, timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "controller", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=aws_env(sandbox.endpoint),
-        check=False,
-    )
 
 
 def plan_json(sandbox: Sandbox, folder: Path) -> tuple[int, dict[str, Any]]:
@@ -95,6 +82,38 @@ def test_apply_wait_converges_and_the_next_plan_is_empty(sandbox: Sandbox, folde
     assert live["taskDefinition"].endswith(":task-definition/ecs-neuron:1")
     code, plan = plan_json(sandbox, folder)
     assert (code, plan["changes"]) == (0, [])
+
+
+def test_status_without_a_daemon_reads_aws(sandbox: Sandbox, folder: Path) -> None:
+    no_daemon = ("--daemon", "http://127.0.0.1:9")  # nothing listens on the discard port
+    result = ecs_infer(sandbox, "status", str(folder), *no_daemon, "--output", "json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["source"] == "aws"
+    row = document["deployments"]["bert"]
+    assert (row["replicas"]["desired"], row["replicas"]["running"], row["drift"]) == (1, 1, [])
+    assert row["probe"] is None  # probes are the daemon's
+
+    text = ecs_infer(sandbox, "status", str(folder), *no_daemon)
+    assert text.returncode == 0, text.stderr
+    assert "from AWS" in text.stdout
+    assert table_row(text.stdout, "bert")[1:8] == ["1", "1", "0", "no", "n/a", "n/a", "n/a"]
+
+
+def test_status_with_neither_daemon_nor_aws_shows_the_specs_and_exits_0(folder: Path) -> None:
+    environment = aws_env(f"http://127.0.0.1:{closed_port()}")
+    result = subprocess.run(
+        [sys.executable, "-m", "controller", "status", str(folder), "--daemon", ""],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "from the specs alone" in result.stdout
+    assert "AWS could not be read (cannot reach AWS" in " ".join(result.stdout.split())
+    assert table_row(result.stdout, "bert")[1:5] == ["1", "?", "?", "?"]
 
 
 def test_a_spec_change_is_one_update_with_its_field(sandbox: Sandbox, folder: Path) -> None:

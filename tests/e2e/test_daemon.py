@@ -6,13 +6,23 @@ build on each other, like a day in the life of a cluster; the last one stops the
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import AwsProxy, Daemon, Rule, Sandbox, eventually, start_daemon
+from e2e_helpers import (
+    AwsProxy,
+    Daemon,
+    Rule,
+    Sandbox,
+    ecs_infer,
+    eventually,
+    start_daemon,
+    table_row,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -151,6 +161,29 @@ def test_editing_replicas_converges(daemon: Daemon, sandbox: Sandbox) -> None:
         what="replicas gauge at 2",
     )
     assert daemon.status()["deployments"]["alpha"]["replicas"]["desired"] == 2
+
+
+def test_status_command_reads_the_daemon(daemon: Daemon, sandbox: Sandbox) -> None:
+    """`ecs-infer status` as a user runs it beside the daemon: per deployment, replicas,
+    drift, probe p50 / p99 and the last reconcile, from the daemon's /status."""
+    folder = str(daemon.folder)
+    url = f"http://{daemon.address}"
+    result = ecs_infer(sandbox, "status", folder, "--daemon", url, "--output", "json")
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)["deployments"]["alpha"]
+    assert row["replicas"]["desired"] == 2
+    assert row["drift"] == []
+    assert row["probe"]["p50_ms"] > 0
+    assert row["reconcile"]["result"] == "success"
+
+    text = ecs_infer(sandbox, "status", folder, "--daemon", url)
+    assert text.returncode == 0, text.stderr
+    assert "from the daemon" in text.stdout
+    cells = table_row(text.stdout, "alpha")
+    assert cells[1:5] == ["2", "2", "0", "no"]  # desired, running, pending, drift
+    assert cells[5] == "2/2"  # endpoints whose last probe succeeded
+    assert float(cells[6]) > 0  # p50 ms
+    assert cells[8].startswith("success")
 
 
 def test_a_failing_model_server_fails_its_own_endpoint_only(
