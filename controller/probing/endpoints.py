@@ -10,6 +10,7 @@ responses; the prober (`controller.probing.prober`) dials them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ class Endpoint:
     last_status: str
     """The task's `lastStatus` when discovered (only RUNNING tasks are endpoints)."""
 
-    @property
+    @functools.cached_property
     def address(self) -> str:
         """`host:port` (`[v6]:port` for IPv6): the metric label and the gRPC target."""
         return format_address(self.host, self.port)

@@ -160,6 +160,7 @@ class _Series:
         self._labels = {"deployment": endpoint.deployment, "endpoint": endpoint.address}
         self._latency: Any = None
         self._success: Any = None
+        self._success_value: int | None = None
         self._compute: Any = None
 
     def observe_latency(self, seconds: float) -> None:
@@ -170,7 +171,10 @@ class _Series:
     def set_success(self, value: int) -> None:
         if self._success is None:
             self._success = self._metrics.probe_success.labels(**self._labels)
+        elif value == self._success_value:
+            return  # set already: most probes repeat the last outcome
         self._success.set(value)
+        self._success_value = value
 
     def observe_compute(self, seconds: float) -> None:
         if self._compute is None:
@@ -474,7 +478,7 @@ class Prober:
             while True:
                 started = loop.time()
                 try:
-                    await self._probe_once(state, probe, client, request)
+                    await self._probe_once(state, probe, client, request, loop)
                 except Exception as error:  # a bug must not end the endpoint's probing
                     log.exception("probe.crashed", endpoint=state.endpoint.address)
                     self._record_failure(state, f"probe error: {error!r}")
@@ -490,8 +494,9 @@ class Prober:
         probe: ProbeSettings,
         client: TFServingClient,
         request: bytes,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
-        now = asyncio.get_running_loop().time()
+        now = loop.time()
         task = state.endpoint  # a probe that outlives its task (see `renew`) is dropped
         if not state.ready or now >= state.ready_until:
             status = await client.model_status(model=probe.model_name, deadline=probe.timeout_s)
@@ -531,13 +536,12 @@ class Prober:
         series.set_success(1)
         if compute_s is not None:
             series.observe_compute(compute_s)
-        deployment, address = state.endpoint.deployment, state.endpoint.address
         now = time.time()
         if state.last_ok is False:
             log.info(
                 "probe.recovered",
-                deployment=deployment,
-                endpoint=address,
+                deployment=state.endpoint.deployment,
+                endpoint=state.endpoint.address,
                 after_failures=state.consecutive_failures,
             )
         state.latencies.append(latency_s)
