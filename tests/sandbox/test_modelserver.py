@@ -12,7 +12,7 @@ from sandbox_helpers import model_status, predict, predict_request, tensor_array
 from controller.sandbox.modelserver import (
     EncoderModel,
     ModelServerHandle,
-    decode_predict_request,
+    _decode_remembered,
     start_model_server,
 )
 from controller.tfserving import serving_pb2, tensor_pb2
@@ -100,10 +100,10 @@ async def test_each_distinct_request_is_decoded_once(server: ModelServerHandle):
     answers a request it cannot parse)."""
     request = predict_request(length=24)
     request.model_spec.signature_name = "serving_default"  # a request no other test sends
-    before = decode_predict_request.cache_info()
+    before = _decode_remembered.cache_info()
     first, _ = await predict(server.address, request)
     second, _ = await predict(server.address, request)
-    after = decode_predict_request.cache_info()
+    after = _decode_remembered.cache_info()
     assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
     assert first.outputs["sequence_output"] == second.outputs["sequence_output"]
 
