@@ -286,7 +286,7 @@ def status(path: Path, output: str, daemon: str) -> None:
     document = collect(path, daemon=daemon or None)
     if output == "json":
         if document.get("unavailable"):
-            click.echo(f"warning: AWS could not be read: {document['unavailable']}", err=True)
+            click.echo(f"warning: AWS was not read: {document['unavailable']}", err=True)
         click.echo(json.dumps(document, indent=2, default=str))
     else:
         render_text(document, console=Console(width=None if sys.stdout.isatty() else 160))

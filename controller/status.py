@@ -119,7 +119,7 @@ def _ago(at: Any) -> str:
 _TITLES = {
     "daemon": "from the daemon",
     "aws": "from AWS (observe + plan)",
-    "specs": "from the specs alone: neither the daemon nor AWS answered",
+    "specs": "from the specs alone",
 }
 
 
@@ -179,7 +179,7 @@ def render_text(document: dict[str, Any], *, console: Console) -> None:
         )
     elif source == "specs":
         console.print(
-            f"No daemon answered and AWS could not be read ({document.get('unavailable')}), "
+            f"No daemon answered and AWS was not read ({document.get('unavailable')}), "
             "so only the specs' desired replicas are shown (? = unknown).",
             markup=False,
         )

@@ -112,7 +112,7 @@ def test_status_with_neither_daemon_nor_aws_shows_the_specs_and_exits_0(folder: 
     )
     assert result.returncode == 0, result.stderr
     assert "from the specs alone" in result.stdout
-    assert "AWS could not be read (cannot reach AWS" in " ".join(result.stdout.split())
+    assert "AWS was not read (cannot reach AWS" in " ".join(result.stdout.split())
     assert table_row(result.stdout, "bert")[1:5] == ["1", "?", "?", "?"]
 
 
@@ -154,6 +154,12 @@ def test_a_broken_folder_changes_nothing(sandbox: Sandbox, folder: Path) -> None
         assert result.returncode == 1
         assert f"{spec}:" in result.stderr
         assert service(sandbox)["desiredCount"] == 2
+        # status still reports (exit 0), from the specs alone, naming the broken line
+        status = ecs_infer(sandbox, "status", str(folder), "--daemon", "", "--output", "json")
+        assert status.returncode == 0, status.stderr
+        document = json.loads(status.stdout)
+        assert document["source"] == "specs"
+        assert any(error.startswith(f"{spec}:") for error in document["spec_errors"])
     finally:
         spec.write_text(good)
 
