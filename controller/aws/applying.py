@@ -45,7 +45,6 @@ from controller.aws.observing import (
     describe_managed_instances,
     ec2_tags,
     ecs_tags,
-    ingress_rules,
     managed_filter,
 )
 from controller.core.plans import PAST_TENSE, Action, Plan
@@ -369,16 +368,61 @@ async def _delete_cluster(context: _Context, name: str) -> _Result:
 # --- security groups ------------------------------------------------------------------
 
 
-def _permissions(rules: Iterable[IngressRule], *, describe: bool) -> list[IpPermissionTypeDef]:
-    grouped: dict[tuple[str, int], list[str]] = {}
-    for rule in sorted(rules):
-        grouped.setdefault((rule.protocol, rule.port), []).append(rule.cidr)
+@dataclass(frozen=True, order=True)
+class _PortRange:
+    """One ingress rule as EC2 stores it: a protocol, a port range (-1, -1 for all
+    ports) and one CIDR."""
+
+    protocol: str
+    first: int
+    last: int
+    cidr: str
+
+
+def _live_ranges(permissions: Iterable[Mapping[str, Any]]) -> set[_PortRange]:
+    ranges: set[_PortRange] = set()
+    for permission in permissions:
+        protocol = str(permission.get("IpProtocol", "-1"))
+        first = int(permission.get("FromPort", -1))
+        last = int(permission.get("ToPort", first))
+        for cidr in permission.get("IpRanges", ()):
+            ranges.add(_PortRange(protocol, first, last, str(cidr["CidrIp"])))
+    return ranges
+
+
+def _desired_ranges(rules: Iterable[IngressRule]) -> set[_PortRange]:
+    """The rules with neighbouring ports of one protocol and CIDR merged into ranges, so
+    that deployments on ports 8500, 8501, ... take one rule of the group's limit (60 by
+    default), not one each."""
+    ports: dict[tuple[str, str], list[int]] = {}
+    for rule in rules:
+        ports.setdefault((rule.protocol, rule.cidr), []).append(rule.port)
+    ranges: set[_PortRange] = set()
+    for (protocol, cidr), found in ports.items():
+        if protocol == "-1" or -1 in found:
+            ranges.add(_PortRange(protocol, -1, -1, cidr))
+            continue
+        run: list[int] = []
+        for port in sorted(set(found)):
+            if run and port != run[-1] + 1:
+                ranges.add(_PortRange(protocol, run[0], run[-1], cidr))
+                run = []
+            run.append(port)
+        if run:
+            ranges.add(_PortRange(protocol, run[0], run[-1], cidr))
+    return ranges
+
+
+def _permissions(ranges: Iterable[_PortRange], *, describe: bool) -> list[IpPermissionTypeDef]:
+    grouped: dict[tuple[str, int, int], list[str]] = {}
+    for found in sorted(ranges):
+        grouped.setdefault((found.protocol, found.first, found.last), []).append(found.cidr)
     permissions: list[IpPermissionTypeDef] = []
-    for (protocol, port), cidrs in grouped.items():
+    for (protocol, first, last), cidrs in grouped.items():
         permission: IpPermissionTypeDef = {"IpProtocol": protocol}
-        if port >= 0 and protocol != "-1":
-            permission["FromPort"] = port
-            permission["ToPort"] = port
+        if first >= 0 and protocol != "-1":
+            permission["FromPort"] = first
+            permission["ToPort"] = last
         permission["IpRanges"] = [
             {"CidrIp": cidr, **({"Description": "ecs-infer model port"} if describe else {})}
             for cidr in cidrs
@@ -397,24 +441,31 @@ async def _describe_groups(context: _Context, **kwargs: Any) -> list[Mapping[str
 
 
 async def _sync_ingress(
-    context: _Context, group_id: str, live: Iterable[IngressRule], desired: Iterable[IngressRule]
+    context: _Context,
+    group_id: str,
+    live: Iterable[Mapping[str, Any]],
+    desired: Iterable[IngressRule],
 ) -> list[str]:
+    """Make the group's ingress exactly `desired`, given its `IpPermissions` as read.
+
+    Compared rule by rule as EC2 stores them (port ranges), so that what is revoked is
+    exactly what was read. New rules are authorized before old ones are revoked: a port
+    that stays open while its range changes is never closed in between."""
     ec2 = context.clients.ec2
-    live_set, desired_set = set(live), set(desired)
+    live_ranges, desired_ranges = _live_ranges(live), _desired_ranges(desired)
     done: list[str] = []
-    extra = live_set - desired_set
-    missing = desired_set - live_set
-    if extra:
-        # Revoke exactly what was read: an expanded range cannot be revoked port by port.
-        await ec2.revoke_security_group_ingress(
-            GroupId=group_id, IpPermissions=_permissions(extra, describe=False)
-        )
-        done.append(f"revoked {len(extra)} rule(s)")
+    missing = desired_ranges - live_ranges
+    extra = live_ranges - desired_ranges
     if missing:
         await ec2.authorize_security_group_ingress(
             GroupId=group_id, IpPermissions=_permissions(missing, describe=True)
         )
         done.append(f"authorized {len(missing)} rule(s)")
+    if extra:
+        await ec2.revoke_security_group_ingress(
+            GroupId=group_id, IpPermissions=_permissions(extra, describe=False)
+        )
+        done.append(f"revoked {len(extra)} rule(s)")
     return done
 
 
@@ -431,8 +482,9 @@ async def _create_security_group(context: _Context, desired: DesiredSecurityGrou
         _refuse_unmanaged(ec2_tags(group.get("Tags")), f"security group {desired.name}")
         group_id = str(group["GroupId"])
         context.security_groups[desired.cluster] = group_id
-        live_rules = ingress_rules(group.get("IpPermissions", ()))
-        done = await _sync_ingress(context, group_id, live_rules, desired.ingress)
+        done = await _sync_ingress(
+            context, group_id, group.get("IpPermissions", ()), desired.ingress
+        )
         return ("updated" if done else "unchanged"), group_id, "; ".join(done) or "already exists"
     try:
         response = await context.clients.ec2.create_security_group(
@@ -473,9 +525,7 @@ async def _update_security_group(
     tags = ec2_tags(group.get("Tags"))
     _refuse_unmanaged(tags, f"security group {group_id}")
     context.security_groups[desired.cluster] = group_id
-    done = await _sync_ingress(
-        context, group_id, ingress_rules(group.get("IpPermissions", ())), desired.ingress
-    )
+    done = await _sync_ingress(context, group_id, group.get("IpPermissions", ()), desired.ingress)
     missing = _missing_tags(tags, desired.tags)
     if missing:
         await context.clients.ec2.create_tags(Resources=[group_id], Tags=ec2_tag_list(missing))

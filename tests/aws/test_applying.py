@@ -390,3 +390,58 @@ async def test_security_group_replace_creates_in_the_new_vpc_and_drops_the_old(
     )["SecurityGroups"]
     assert [(g["VpcId"], g["GroupName"]) for g in groups] == [(vpc, desired.name)]
     assert report.applied[0].outcome == "replaced"
+
+
+async def test_neighbouring_ports_take_one_rule_and_a_removed_port_splits_it(
+    aws: Emulator, clients: AwsClients
+) -> None:
+    """70 deployments on ports 8500-8569 fit a group's 60-rule limit as one range per
+    CIDR; closing one port in the middle leaves two ranges, read back as the same ports."""
+    from dataclasses import replace
+
+    from controller.core.plans import Action as PlanAction
+    from controller.core.states import IngressRule
+
+    cluster_only = SpecSet(clusters=demo_specs().clusters)
+    world = await read_world(cluster_only, clients=clients)
+    desired = world.desired.clusters[CLUSTER].security_group
+    assert desired is not None
+    cidr = "172.31.0.0/16"
+
+    def rules(ports: Any) -> tuple[IngressRule, ...]:
+        return tuple(IngressRule(port=port, cidr=cidr) for port in sorted(ports))
+
+    def group_action(verb: str, ingress: tuple[IngressRule, ...], live: Any = None) -> Plan:
+        return Plan(
+            actions=(
+                PlanAction(
+                    verb=verb,
+                    resource="security-group",
+                    id=desired.name,
+                    reason="missing" if verb == "create" else "spec change",
+                    cluster=CLUSTER,
+                    desired=replace(desired, ingress=ingress),
+                    live=live,
+                    key=f"cluster/{CLUSTER}",
+                ),
+            )
+        )
+
+    def ranges() -> list[tuple[int, int]]:
+        (group,) = aws.boto3_client("ec2").describe_security_groups(
+            Filters=[{"Name": "group-name", "Values": [desired.name]}]
+        )["SecurityGroups"]
+        return sorted((p["FromPort"], p["ToPort"]) for p in group["IpPermissions"])
+
+    created = await apply_plan(clients, group_action("create", rules(range(8500, 8570))))
+    assert created.ok, created.error
+    assert ranges() == [(8500, 8569)]
+
+    live = (await read_world(cluster_only, clients=clients)).observed.security_groups[CLUSTER]
+    kept = set(range(8500, 8570)) - {8530}
+    updated = await apply_plan(clients, group_action("update", rules(kept), live))
+    assert updated.ok, updated.error
+    assert ranges() == [(8500, 8529), (8531, 8569)]
+    assert updated.applied[0].detail == "authorized 2 rule(s); revoked 1 rule(s)"
+    observed = (await read_world(cluster_only, clients=clients)).observed
+    assert observed.security_groups[CLUSTER].ingress == frozenset(rules(kept))

@@ -56,8 +56,12 @@ async def test_apply_creates_the_walkthrough(
     assert len(groups) == 1
     group = groups[0]
     vpc_cidr = ec2.describe_vpcs(VpcIds=[group["VpcId"]])["Vpcs"][0]["CidrBlock"]
-    ports = {(p["FromPort"], r["CidrIp"]) for p in group["IpPermissions"] for r in p["IpRanges"]}
-    assert ports == {(8500, vpc_cidr), (8501, vpc_cidr)}
+    rules = {
+        (p["FromPort"], p["ToPort"], r["CidrIp"])
+        for p in group["IpPermissions"]
+        for r in p["IpRanges"]
+    }
+    assert rules == {(8500, 8501, vpc_cidr)}  # the walkthrough's two ports, one rule
 
     reservations = ec2.describe_instances(
         Filters=[{"Name": "tag:ecs-infer:cluster", "Values": [CLUSTER]}]
