@@ -184,17 +184,27 @@ def _target(deployment: str, cluster: str = "inf", service: str | None = None) -
     )
 
 
+def _one_task_per_cluster(account: Account, placements: dict[str, tuple[str, int]]) -> list[str]:
+    """For each cluster name -> (instance address, host port): the cluster, an instance
+    at that address and a `bert` task on it at that port. Returns the task ARNs."""
+    td = account.task_definition("bert")
+    arns = []
+    for cluster, (address, host_port) in placements.items():
+        account.cluster(cluster)
+        _, container_instance = account.instance(cluster, address=address)
+        arns.append(
+            account.start_task(cluster, "bert", td, container_instance, host_port=host_port)
+        )
+    return arns
+
+
 def _overlapping_clusters(account: Account) -> tuple[str, str]:
     """Clusters "inf" and "inf1-demo" (moto's list_tasks matches cluster names as
     substrings), each with a `bert` task on its own instance: 127.0.0.8:33000 in "inf",
     127.0.0.9:33001 in "inf1-demo". Returns the two task ARNs."""
-    for name in ("inf", "inf1-demo"):
-        account.cluster(name)
-    _, ci_a = account.instance("inf", address="127.0.0.8")
-    _, ci_b = account.instance("inf1-demo", address="127.0.0.9")
-    td = account.task_definition("bert")
-    a = account.start_task("inf", "bert", td, ci_a, host_port=33000)
-    b = account.start_task("inf1-demo", "bert", td, ci_b, host_port=33001)
+    a, b = _one_task_per_cluster(
+        account, {"inf": ("127.0.0.8", 33000), "inf1-demo": ("127.0.0.9", 33001)}
+    )
     return a, b
 
 
@@ -615,13 +625,9 @@ async def test_remembered_tasks_of_overlapping_clusters_stay_apart(
 async def test_a_failed_cluster_pass_is_followed_by_a_full_one(
     account: Account, aws: Emulator
 ) -> None:
-    for name in ("good", "bad"):
-        account.cluster(name)
-    _, ci_good = account.instance("good", address="127.0.0.11")
-    _, ci_bad = account.instance("bad", address="127.0.0.12")
-    td = account.task_definition("bert")
-    good = account.start_task("good", "bert", td, ci_good, host_port=36000)
-    bad = account.start_task("bad", "bert", td, ci_bad, host_port=36001)
+    good, bad = _one_task_per_cluster(
+        account, {"good": ("127.0.0.11", 36000), "bad": ("127.0.0.12", 36001)}
+    )
     targets = [_target("a", "good", "bert"), _target("b", "bad", "bert")]
     counter = RequestCounter()
     with fault_front() as (endpoint, faults):
