@@ -72,13 +72,6 @@ def ecs_infer(
     )
 
 
-def closed_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def table_row(text: str, first_cell: str) -> list[str]:
     """The cells of the row starting with `first_cell` in a table rich printed."""
     for line in text.splitlines():

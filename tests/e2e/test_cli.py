@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import Sandbox, aws_env, closed_port, ecs_infer, table_row
+from e2e_helpers import Sandbox, aws_env, ecs_infer, free_port, table_row
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = "ecs-inf1-demo"  # the walkthrough's own names, from specs/ecs-inf1-demo.yaml
@@ -101,7 +101,7 @@ def test_status_without_a_daemon_reads_aws(sandbox: Sandbox, folder: Path) -> No
 
 
 def test_status_with_neither_daemon_nor_aws_shows_the_specs_and_exits_0(folder: Path) -> None:
-    environment = aws_env(f"http://127.0.0.1:{closed_port()}")
+    environment = aws_env(f"http://127.0.0.1:{free_port()}")  # nobody listens
     result = subprocess.run(
         [sys.executable, "-m", "controller", "status", str(folder), "--daemon", ""],
         capture_output=True,
