@@ -42,9 +42,11 @@ from controller.aws.errors import (
     translating_errors,
 )
 from controller.aws.observing import (
+    IngressRange,
     describe_managed_instances,
     ec2_tags,
     ecs_tags,
+    ingress_ranges,
     managed_filter,
 )
 from controller.core.plans import PAST_TENSE, Action, Plan
@@ -368,52 +370,30 @@ async def _delete_cluster(context: _Context, name: str) -> _Result:
 # --- security groups ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, order=True)
-class _PortRange:
-    """One ingress rule as EC2 stores it: a protocol, a port range (-1, -1 for all
-    ports) and one CIDR."""
-
-    protocol: str
-    first: int
-    last: int
-    cidr: str
-
-
-def _live_ranges(permissions: Iterable[Mapping[str, Any]]) -> set[_PortRange]:
-    ranges: set[_PortRange] = set()
-    for permission in permissions:
-        protocol = str(permission.get("IpProtocol", "-1"))
-        first = int(permission.get("FromPort", -1))
-        last = int(permission.get("ToPort", first))
-        for cidr in permission.get("IpRanges", ()):
-            ranges.add(_PortRange(protocol, first, last, str(cidr["CidrIp"])))
-    return ranges
-
-
-def _desired_ranges(rules: Iterable[IngressRule]) -> set[_PortRange]:
+def _desired_ranges(rules: Iterable[IngressRule]) -> set[IngressRange]:
     """The rules with neighbouring ports of one protocol and CIDR merged into ranges, so
     that deployments on ports 8500, 8501, ... take one rule of the group's limit (60 by
     default), not one each."""
     ports: dict[tuple[str, str], list[int]] = {}
     for rule in rules:
         ports.setdefault((rule.protocol, rule.cidr), []).append(rule.port)
-    ranges: set[_PortRange] = set()
+    ranges: set[IngressRange] = set()
     for (protocol, cidr), found in ports.items():
         if protocol == "-1" or -1 in found:
-            ranges.add(_PortRange(protocol, -1, -1, cidr))
+            ranges.add(IngressRange(protocol, -1, -1, cidr))
             continue
         run: list[int] = []
         for port in sorted(set(found)):
             if run and port != run[-1] + 1:
-                ranges.add(_PortRange(protocol, run[0], run[-1], cidr))
+                ranges.add(IngressRange(protocol, run[0], run[-1], cidr))
                 run = []
             run.append(port)
         if run:
-            ranges.add(_PortRange(protocol, run[0], run[-1], cidr))
+            ranges.add(IngressRange(protocol, run[0], run[-1], cidr))
     return ranges
 
 
-def _permissions(ranges: Iterable[_PortRange], *, describe: bool) -> list[IpPermissionTypeDef]:
+def _permissions(ranges: Iterable[IngressRange], *, describe: bool) -> list[IpPermissionTypeDef]:
     grouped: dict[tuple[str, int, int], list[str]] = {}
     for found in sorted(ranges):
         grouped.setdefault((found.protocol, found.first, found.last), []).append(found.cidr)
@@ -452,7 +432,7 @@ async def _sync_ingress(
     exactly what was read. New rules are authorized before old ones are revoked: a port
     that stays open while its range changes is never closed in between."""
     ec2 = context.clients.ec2
-    live_ranges, desired_ranges = _live_ranges(live), _desired_ranges(desired)
+    live_ranges, desired_ranges = ingress_ranges(live), _desired_ranges(desired)
     done: list[str] = []
     missing = desired_ranges - live_ranges
     extra = live_ranges - desired_ranges

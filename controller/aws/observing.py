@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import structlog
@@ -325,22 +325,41 @@ def live_security_group(raw: Mapping[str, Any]) -> LiveSecurityGroup:
     )
 
 
-def ingress_rules(permissions: Iterable[Mapping[str, Any]]) -> list[IngressRule]:
-    """One rule per (port, CIDR); port ranges expanded, "all traffic" as port -1."""
-    rules: list[IngressRule] = []
+@dataclass(frozen=True, order=True)
+class IngressRange:
+    """One ingress rule as EC2 stores it: a protocol, a port range (-1, -1 for all
+    ports) and one CIDR."""
+
+    protocol: str
+    first: int
+    last: int
+    cidr: str
+
+
+def ingress_ranges(permissions: Iterable[Mapping[str, Any]]) -> set[IngressRange]:
+    """A group's `IpPermissions` as read, one range per (permission, CIDR)."""
+    ranges: set[IngressRange] = set()
     for permission in permissions:
         protocol = str(permission.get("IpProtocol", "-1"))
         first = int(permission.get("FromPort", -1))
         last = int(permission.get("ToPort", first))
-        if first < 0 or protocol == "-1":
-            ports = [-1]
-        elif last - first >= MAX_EXPANDED_PORTS:
-            ports = [first]
-        else:
-            ports = list(range(first, last + 1))
         for cidr in permission.get("IpRanges", ()):
-            rules.extend(IngressRule(port, cidr["CidrIp"], protocol) for port in ports)
-    return sorted(set(rules))
+            ranges.add(IngressRange(protocol, first, last, str(cidr["CidrIp"])))
+    return ranges
+
+
+def ingress_rules(permissions: Iterable[Mapping[str, Any]]) -> list[IngressRule]:
+    """One rule per (port, CIDR); port ranges expanded, "all traffic" as port -1."""
+    rules: set[IngressRule] = set()
+    for found in ingress_ranges(permissions):
+        if found.first < 0 or found.protocol == "-1":
+            ports: Iterable[int] = [-1]
+        elif found.last - found.first >= MAX_EXPANDED_PORTS:
+            ports = [found.first]
+        else:
+            ports = range(found.first, found.last + 1)
+        rules.update(IngressRule(port, found.cidr, found.protocol) for port in ports)
+    return sorted(rules)
 
 
 async def read_instances(clients: AwsClients) -> dict[str, tuple[LiveInstance, ...]]:
