@@ -94,8 +94,10 @@ def render_plan_text(plan: Plan) -> str:
             )
     for warning in plan.warnings:
         lines.append(f"warning: {warning}")
+    for key, error in sorted(plan.errors.items()):
+        lines.append(f"error: {key} cannot be planned: {error}")
     summary = plan.summary()
-    if plan.in_sync:
+    if plan.in_sync and not plan.errors:
         lines.append("No changes: AWS matches the specs.")
     else:
         lines.append(
@@ -125,6 +127,8 @@ def plan(path: Path, output: str) -> None:
         click.echo(json.dumps(outcome.plan.to_json(), indent=2, default=str))
     else:
         click.echo(render_plan_text(outcome.plan))
+    if outcome.plan.errors:
+        sys.exit(EXIT_ERROR)
     sys.exit(EXIT_OK if outcome.plan.in_sync else EXIT_CHANGES)
 
 

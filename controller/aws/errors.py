@@ -1,9 +1,9 @@
-"""The project's two AWS error kinds, and the one place botocore/aiohttp errors become them.
+"""The one place botocore/aiohttp errors become the project's two error kinds.
 
-Owns: `TransientError` (worth retrying later: throttling, 5xx, connection problems,
-timeouts, capacity that may come back) and `TerminalError` (retrying the same request
-will not help: validation, access denied, a resource missing where it must exist), and
-`translating_errors()`, which maps whatever botocore or aiohttp raise into those two.
+Owns: `translating_errors()` and `map_error()`, which map whatever botocore or aiohttp
+raise into `TransientError` (worth retrying later) or `TerminalError` (retrying the same
+request will not help); which AWS error codes are transient; spot capacity refusals.
+The kinds themselves live in `controller.core.errors`, where the runner can use them.
 Must not: retry, sleep, or log. Retrying within a call is botocore's job (see
 `clients.AwsSettings`); retrying a reconcile later is the runner's.
 
@@ -31,24 +31,20 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-# Error codes AWS uses for rate limiting, across the query (EC2) and JSON (ECS, SSM) APIs.
-THROTTLING_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "ProvisionedThroughputExceededException",
-        "TransactionInProgressException",
-        "RequestLimitExceeded",
-        "BandwidthLimitExceeded",
-        "RequestThrottled",
-        "SlowDown",
-        "PriorRequestNotComplete",
-        "EC2ThrottledException",
-    }
-)
+from controller.core.errors import THROTTLING_CODES, AwsError, TerminalError, TransientError
+
+__all__ = [
+    "SPOT_CAPACITY_CODES",
+    "THROTTLING_CODES",
+    "AwsError",
+    "TerminalError",
+    "TransientError",
+    "error_code",
+    "error_status",
+    "is_throttling",
+    "map_error",
+    "translating_errors",
+]
 
 # Failures that are the service's (or the network's), not the request's.
 _TRANSIENT_CODES = frozenset(
@@ -86,37 +82,6 @@ SPOT_CAPACITY_CODES = frozenset(
         "UnfulfillableCapacity",
     }
 )
-
-
-class AwsError(Exception):
-    """An AWS request failed. `code` is AWS's error code when there was a response."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        service: str | None = None,
-        operation: str | None = None,
-        code: str | None = None,
-        status: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.service = service
-        self.operation = operation
-        self.code = code
-        self.status = status
-
-
-class TransientError(AwsError):
-    """Worth trying again later (with backoff): the same request may well succeed."""
-
-    @property
-    def throttled(self) -> bool:
-        return self.code in THROTTLING_CODES
-
-
-class TerminalError(AwsError):
-    """Trying the same request again will fail the same way until someone changes something."""
 
 
 def error_code(exc: BaseException) -> str | None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import structlog
 
 from controller.aws.clients import AwsClients
-from controller.aws.errors import TerminalError, translating_errors
+from controller.aws.errors import translating_errors
 from controller.core.normalising import normalise_task_definition
 from controller.core.states import (
     CLUSTER_TAG,
@@ -90,8 +90,9 @@ async def read_facts(
     """Region, account, VPCs and their CIDRs, subnets, and the AMI ids SSM names.
 
     `subnet_ids` are those the specs name explicitly (their VPC is looked up); the
-    default VPC's subnets are always read. An SSM parameter that does not exist is a
-    TerminalError: no instance can be launched without its AMI.
+    default VPC's subnets are always read. A named subnet or an SSM parameter that does
+    not exist is simply absent from the facts: it concerns only the clusters that name
+    it (`desired` leaves them unresolved), never the account's other clusters.
     """
     account_id = await clients.account_id()
     with translating_errors():
@@ -106,7 +107,8 @@ async def read_facts(
                 _subnets(clients, Filters=[{"Name": "vpc-id", "Values": [default_vpc]}])
             )
         if named:
-            subnet_reads.append(_subnets(clients, SubnetIds=named))
+            # A filter, not SubnetIds: one missing subnet must not fail the whole read.
+            subnet_reads.append(_subnets(clients, Filters=[{"Name": "subnet-id", "Values": named}]))
         subnet_lists = await _gather(subnet_reads)
         ami_ids = await _read_parameters(clients, sorted(set(ami_parameters)))
     subnet_vpcs: dict[str, str] = {}
@@ -135,20 +137,12 @@ async def _subnets(clients: AwsClients, **kwargs: Any) -> list[Mapping[str, Any]
 
 
 async def _read_parameters(clients: AwsClients, names: Sequence[str]) -> dict[str, str]:
+    """The values of the parameters that exist; SSM lists the others as invalid."""
     values: dict[str, str] = {}
-    missing: list[str] = []
     for batch in chunks(names, GET_PARAMETERS_BATCH):
         response = await clients.ssm.get_parameters(Names=list(batch))
         for parameter in response.get("Parameters", ()):
             values[parameter["Name"]] = parameter["Value"]
-        missing.extend(response.get("InvalidParameters", ()))
-    if missing:
-        raise TerminalError(
-            f"SSM parameter(s) not found in {clients.region}: {', '.join(sorted(missing))}",
-            service="ssm",
-            operation="GetParameters",
-            code="ParameterNotFound",
-        )
     return values
 
 

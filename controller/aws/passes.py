@@ -23,10 +23,10 @@ import structlog
 
 from controller.aws.applying import ApplyReport, apply_plan
 from controller.aws.clients import AwsClients, AwsSettings, RequestHook
-from controller.aws.errors import AwsError, TerminalError
+from controller.aws.errors import AwsError
 from controller.aws.observing import observe, observe_task_definitions, read_facts
 from controller.aws.waiting import ServiceRollout, ServiceTarget, WaitSettings, wait_until_stable
-from controller.core.desired import DesiredStateError, ami_parameters_needed, desired_state
+from controller.core.desired import ami_parameters_needed, desired_state
 from controller.core.planning import EMPTY_SPECS_WARNING, families_to_read, plan
 from controller.core.plans import Plan
 from controller.core.states import DesiredState, ObservedState
@@ -71,15 +71,17 @@ class PassResult:
 
     @property
     def succeeded(self) -> bool:
-        """Every action done, and (when waited for) every rollout completed."""
-        return self.ok and self.wait_error is None
+        """Every action done, every key planned, and (when waited for) every rollout
+        completed."""
+        return self.ok and not self.plan.errors and self.wait_error is None
 
     def report_lines(self) -> list[str]:
         """What `ecs-infer apply` prints: one sentence per action, warnings, rollouts."""
         lines = [f"warning: {warning}" for warning in self.plan.warnings]
+        lines += [f"error: {key}: {error}" for key, error in sorted(self.plan.errors.items())]
         if self.report is not None:
             lines += self.report.lines()
-        if self.plan.in_sync:
+        if self.plan.in_sync and not self.plan.errors:
             lines.append("nothing to do: AWS matches the specs")
         lines += [
             f"service {r.target.name}: rollout {r.state}" + (f" ({r.detail})" if r.detail else "")
@@ -97,16 +99,19 @@ async def read_world(specs: SpecSet, *, clients: AwsClients) -> World:
     facts = await read_facts(
         clients, ami_parameters=ami_parameters_needed(specs), subnet_ids=subnet_ids
     )
-    try:
-        desired = desired_state(specs, facts)
-    except DesiredStateError as exc:
-        raise TerminalError(str(exc)) from exc
+    desired = desired_state(specs, facts)
     cluster_names = set(desired.clusters) | {d.cluster for d in desired.deployments.values()}
     observed = await observe(clients, facts=facts, cluster_names=cluster_names)
     families = families_to_read(desired, observed)
     if families:
         observed = await observe_task_definitions(clients, observed, families=families)
     return World(desired=desired, observed=observed)
+
+
+def plan_world(world: World) -> Plan:
+    """The plan of every key; keys whose specs the account cannot resolve hold an error
+    instead of actions."""
+    return plan(world.desired, world.observed).excluding(world.desired.unresolved())
 
 
 def guard_empty(specs: SpecSet, planned: Plan) -> Plan:
@@ -116,7 +121,9 @@ def guard_empty(specs: SpecSet, planned: Plan) -> Plan:
     warnings = planned.warnings
     if EMPTY_SPECS_WARNING not in warnings:
         warnings = (EMPTY_SPECS_WARNING, *warnings)
-    return Plan(actions=(), detected_drift=planned.detected_drift, warnings=warnings)
+    return Plan(
+        actions=(), detected_drift=planned.detected_drift, warnings=warnings, errors=planned.errors
+    )
 
 
 async def reconcile_pass(specs: SpecSet, *, clients: AwsClients, apply: bool) -> PassResult:
@@ -127,7 +134,7 @@ async def reconcile_pass(specs: SpecSet, *, clients: AwsClients, apply: bool) ->
     """
     started = time.monotonic()
     world = await read_world(specs, clients=clients)
-    planned = guard_empty(specs, plan(world.desired, world.observed))
+    planned = guard_empty(specs, plan_world(world))
     report = None
     if apply and planned.actions:
         report = await apply_plan(clients, planned, observed=world.observed)

@@ -6,6 +6,12 @@ group, and per deployment its task definition and service, each with the tags th
 record ownership (CONTRACT §5) and what was applied. Must not: read AWS (the shell
 reads the facts first; `ami_parameters_needed` says which SSM parameters), or compare
 anything with live state (`planning`).
+
+A fact the account lacks for one cluster (its AMI parameter is not in SSM, a named
+subnet does not exist) makes that cluster and its deployments *unresolved*: they are
+left out of the desired state and listed in `DesiredState.unresolved_*` with the reason,
+so that the planner plans nothing for them (it must not read them as removed) and the
+runner fails their keys alone, while every other cluster is planned as usual.
 """
 
 from __future__ import annotations
@@ -45,14 +51,6 @@ from controller.specs.models import InferenceCluster, InferenceDeployment
 
 AMI_AUTO = "auto"
 SECURITY_GROUP_PREFIX = "ecs-infer-"
-
-
-class DesiredStateError(Exception):
-    """The specs are valid, but the account lacks a fact needed to act on them."""
-
-    def __init__(self, problems: Iterable[str]) -> None:
-        self.problems = tuple(problems)
-        super().__init__("; ".join(self.problems))
 
 
 def ownership_tags(*, cluster: str, deployment: str | None = None) -> dict[str, str]:
@@ -157,7 +155,8 @@ def _image_id(cluster: InferenceCluster, facts: AccountFacts, problems: list[str
     image_id = facts.ami_ids.get(parameter)
     if image_id is None:
         problems.append(
-            f"cluster {cluster.metadata.name}: the AMI parameter {parameter} was not resolved"
+            f"cluster {cluster.metadata.name}: the AMI parameter {parameter} was not found "
+            f"in SSM ({facts.region})"
         )
         return ""
     return image_id
@@ -320,38 +319,43 @@ def _deployment(deployment: InferenceDeployment, *, instance_type: str) -> Desir
 
 
 def desired_state(specs: SpecSet, facts: AccountFacts) -> DesiredState:
-    """What AWS should hold for `specs`; DesiredStateError lists every missing fact."""
-    problems: list[str] = []
+    """What AWS should hold for `specs`. A cluster the facts cannot resolve is left out
+    with its deployments, each listed in `unresolved_*` with every problem found."""
     warnings: list[str] = []
+    unresolved_deployments: dict[str, str] = {}
     by_cluster: dict[str, list[InferenceDeployment]] = {name: [] for name in specs.clusters}
     for name, deployment in sorted(specs.deployments.items()):
         if deployment.spec.cluster not in by_cluster:
-            problems.append(
+            unresolved_deployments[name] = (
                 f"deployment {name}: cluster {deployment.spec.cluster} is not in the specs"
             )
             continue
         by_cluster[deployment.spec.cluster].append(deployment)
-    clusters = {
-        name: _cluster(
-            specs.clusters[name],
-            by_cluster[name],
-            facts=facts,
-            problems=problems,
-            warnings=warnings,
-        )
-        for name in sorted(specs.clusters)
-    }
+    clusters: dict[str, DesiredCluster] = {}
+    unresolved_clusters: dict[str, str] = {}
     deployments: dict[str, DesiredDeployment] = {}
-    for cluster_name, members in by_cluster.items():
-        instance_type = specs.clusters[cluster_name].spec.capacity.instanceType
-        for deployment in members:
-            deployments[deployment.metadata.name] = _deployment(
-                deployment, instance_type=instance_type
-            )
-    if problems:
-        raise DesiredStateError(problems)
+    for name in sorted(specs.clusters):
+        problems: list[str] = []
+        members = by_cluster[name]
+        cluster = _cluster(
+            specs.clusters[name], members, facts=facts, problems=problems, warnings=warnings
+        )
+        if problems:
+            reason = "; ".join(problems)
+            unresolved_clusters[name] = reason
+            for member in members:
+                unresolved_deployments[member.metadata.name] = (
+                    f"deployment {member.metadata.name}: {reason}"
+                )
+            continue
+        clusters[name] = cluster
+        instance_type = specs.clusters[name].spec.capacity.instanceType
+        for member in members:
+            deployments[member.metadata.name] = _deployment(member, instance_type=instance_type)
     return DesiredState(
         clusters=clusters,
         deployments=dict(sorted(deployments.items())),
         warnings=tuple(warnings),
+        unresolved_clusters=unresolved_clusters,
+        unresolved_deployments=dict(sorted(unresolved_deployments.items())),
     )

@@ -11,6 +11,7 @@ deleted.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -78,6 +79,9 @@ class Plan:
     detected_drift: tuple[Action, ...] = ()
     # Things the user should know that are not actions (e.g. pruning refused).
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    # Keys that could not be planned (a cluster whose AMI parameter is not in SSM), by
+    # key, with why: they hold no action, and fail alone.
+    errors: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def in_sync(self) -> bool:
@@ -88,6 +92,19 @@ class Plan:
             actions=tuple(a for a in self.actions if a.key == key),
             detected_drift=tuple(a for a in self.detected_drift if a.key == key),
             warnings=self.warnings,
+            errors={key: self.errors[key]} if key in self.errors else {},
+        )
+
+    def excluding(self, unresolved: Mapping[str, str]) -> Plan:
+        """This plan without anything for the `unresolved` keys, which become errors:
+        a spec the planner could not see is never read as removed (nothing deleted)."""
+        if not unresolved:
+            return self
+        return Plan(
+            actions=tuple(a for a in self.actions if a.key not in unresolved),
+            detected_drift=tuple(a for a in self.detected_drift if a.key not in unresolved),
+            warnings=self.warnings,
+            errors={**self.errors, **unresolved},
         )
 
     def summary(self) -> dict[str, int]:
@@ -105,5 +122,6 @@ class Plan:
             "changes": [action.to_json() for action in self.actions],
             "detected_drift": [action.to_json() for action in self.detected_drift],
             "warnings": list(self.warnings),
+            "errors": [{"key": key, "error": error} for key, error in sorted(self.errors.items())],
             "summary": self.summary(),
         }

@@ -157,10 +157,26 @@ class DesiredState:
     # Things the user should know about the specs themselves (e.g. a fleet capped by
     # maxInstances below what the replicas need); `planning` copies them into the plan.
     warnings: tuple[str, ...] = ()
+    # Specs left out because the account lacks a fact they need (see `desired`), by
+    # name, with why: nothing is planned for them, and their keys fail alone.
+    unresolved_clusters: Mapping[str, str] = field(default_factory=dict)
+    unresolved_deployments: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def is_empty(self) -> bool:
-        return not self.clusters and not self.deployments
+        """No spec at all (an empty folder), as opposed to specs that are unresolved."""
+        return not (
+            self.clusters
+            or self.deployments
+            or self.unresolved_clusters
+            or self.unresolved_deployments
+        )
+
+    def unresolved(self) -> dict[str, str]:
+        """Every unresolved spec by its work-queue key, with why."""
+        found = {f"cluster/{name}": why for name, why in self.unresolved_clusters.items()}
+        found |= {f"deployment/{name}": why for name, why in self.unresolved_deployments.items()}
+        return found
 
 
 # --- observed -------------------------------------------------------------------------

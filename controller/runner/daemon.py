@@ -191,7 +191,7 @@ class Daemon:
         if snapshot.valid:
             self.informer.set_specs(snapshot.specs)
         self.informer.mark_stale()
-        self.runner.enqueue(await self._keys_after_read(snapshot))
+        self.runner.enqueue(await self._keys_after_read(snapshot), resync=True)
 
     async def _keys_after_read(self, snapshot: SpecSnapshot) -> list[str]:
         """Every key of a fresh level; the specs' own keys when AWS cannot be read

@@ -86,6 +86,16 @@ class WorkQueue:
         """Clear the failure count of `key` (after a success)."""
         self._failures.pop(key, None)
 
+    def drop(self, key: str) -> None:
+        """Forget every pending add of `key`: queued, re-added while busy, or on a timer.
+        For a key that must wait for something outside the queue (a terminal error)."""
+        self._dirty.discard(key)
+        if key in self._queue:
+            self._queue.remove(key)
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer[1].cancel()
+
     def failures(self, key: str) -> int:
         return self._failures.get(key, 0)
 

@@ -3,7 +3,8 @@
 Owns: `reconcile(key)` (controller-runtime's contract: it returns `Reconciled`, whose
 `requeue_after` says when to look again, or raises), and the informer: one batched read
 of AWS (`Level`: desired, observed, plan) shared by every key, re-read after each resync
-and after any write (marked stale; concurrent requests for a fresh level share one read).
+or spec change (stale for every key) and when a key that wrote, or waits on another
+key, comes back (stale for that key only; concurrent requests share one read).
 Must not: count outcomes, back off, or log a summary (the runner does, in one place); or
 import the AWS shell: it reaches AWS through the `Shell` it is given (the AWS-backed
 one is `controller.daemon.AwsShell`), which keeps this package testable without AWS and
@@ -22,6 +23,7 @@ from typing import Protocol
 
 import structlog
 
+from controller.core.errors import TerminalError
 from controller.core.planning import cluster_key, deployment_key
 from controller.core.plans import Action, Plan
 from controller.core.states import DesiredState, LiveService, ObservedState
@@ -94,8 +96,12 @@ LevelListener = Callable[[Level], None]
 
 
 class Informer:
-    """One shared, batched read of AWS. `level()` returns one at least as new as the last
-    `mark_stale()`; reads requested together share one (single flight)."""
+    """One shared, batched read of AWS, fresh per key.
+
+    `level(key)` returns a level read after the last `mark_stale(key)` and the last
+    `mark_stale()` (every key); reads requested together share one (single flight). A
+    write marks stale only the key that made it, so the other keys keep planning from
+    the level they have, instead of every write costing every key a re-read."""
 
     def __init__(self, shell: Shell) -> None:
         self.shell = shell
@@ -103,7 +109,10 @@ class Informer:
         self.latest: Level | None = None
         """The last level read (maybe stale): for status and metrics, never for writes."""
         self.listeners: list[LevelListener] = []
-        self._wanted = 1  # a level older than this generation is stale
+        # Generations: each mark takes the next one; a read covers every mark before it.
+        self._marked = 1
+        self._wanted_by_all = 1  # a level older than this is stale for every key
+        self._wanted_by_key: dict[str, int] = {}
         self._have = 0
         self._read: asyncio.Task[Level] | None = None
 
@@ -112,24 +121,42 @@ class Informer:
             self.specs = specs
             self.mark_stale()
 
-    def mark_stale(self) -> None:
-        self._wanted += 1
+    def mark_stale(self, key: str | None = None) -> None:
+        """The level no longer holds for `key` (it wrote to AWS, or waits on a change),
+        or for every key when `key` is None (the specs changed, a resync)."""
+        self._marked += 1
+        if key is None:
+            self._wanted_by_all = self._marked
+            self._wanted_by_key.clear()
+        else:
+            self._wanted_by_key[key] = self._marked
+
+    def _wanted(self, key: str | None) -> int:
+        if key is None:
+            return self._wanted_by_all
+        return max(self._wanted_by_all, self._wanted_by_key.get(key, 0))
+
+    def fresh_for(self, key: str | None = None) -> bool:
+        return self.latest is not None and self._have >= self._wanted(key)
 
     @property
     def fresh(self) -> bool:
-        return self.latest is not None and self._have >= self._wanted
+        """Fresh for every key."""
+        wanted = max((self._wanted_by_all, *self._wanted_by_key.values()))
+        return self.latest is not None and self._have >= wanted
 
-    async def level(self) -> Level:
+    async def level(self, key: str | None = None) -> Level:
+        """A level fresh for `key` (for every key's common marks when None)."""
         while True:
-            if self.latest is not None and self._have >= self._wanted:
+            if self.latest is not None and self._have >= self._wanted(key):
                 return self.latest
             if self._read is None or self._read.done():
                 self._read = asyncio.get_running_loop().create_task(
-                    self._read_level(self._wanted, self.specs), name="informer read"
+                    self._read_level(self._marked, self.specs), name="informer read"
                 )
             # shield: a cancelled reconcile must not cancel the read others wait for.
             level = await asyncio.shield(self._read)
-            if self._have >= self._wanted:
+            if self._have >= self._wanted(key):
                 return level
 
     async def _read_level(self, generation: int, specs: SpecSet) -> Level:
@@ -137,6 +164,10 @@ class Informer:
         if generation >= self._have:
             self._have = generation
             self.latest = level
+            # Marks the read covered are done with.
+            self._wanted_by_key = {
+                key: wanted for key, wanted in self._wanted_by_key.items() if wanted > generation
+            }
             for listener in self.listeners:
                 try:
                     listener(level)
@@ -176,6 +207,16 @@ class ReconcileError(Exception):
         self.changed = changed
 
 
+@dataclass(frozen=True, kw_only=True)
+class Fingerprint:
+    """What a key is planned from, besides AWS: the specs it depends on (a deployment's
+    own and its cluster's; a cluster's own and its deployments') and the AWS account.
+    A key parked by a terminal error is retried once this differs."""
+
+    account: str | None
+    specs: tuple[object, ...]
+
+
 class Reconciler:
     """`reconcile(key)`: level, plan, apply; one key at a time is the queue's job."""
 
@@ -192,20 +233,44 @@ class Reconciler:
         self.snapshot = snapshot
         self.settings = settings
 
+    def fingerprint(self, key: str) -> Fingerprint:
+        """What a terminal error of `key` waits on (see `Fingerprint`)."""
+        specs = self.snapshot().specs
+        latest = self.informer.latest
+        account = latest.observed.facts.account_id if latest is not None else None
+        if key.startswith(DEPLOYMENT_PREFIX):
+            deployment = specs.deployments.get(key.removeprefix(DEPLOYMENT_PREFIX))
+            cluster = specs.clusters.get(deployment.spec.cluster) if deployment else None
+            return Fingerprint(account=account, specs=(deployment, cluster))
+        name = key.removeprefix(CLUSTER_PREFIX)
+        members = tuple(
+            (member, spec)
+            for member, spec in sorted(specs.deployments.items())
+            if spec.spec.cluster == name
+        )
+        return Fingerprint(account=account, specs=(specs.clusters.get(name), members))
+
     async def reconcile(self, key: str) -> Reconciled:
         if not self.snapshot().valid:
             # A folder with an invalid file is never acted on (see `watching`).
             return Reconciled(plan=Plan(), note="spec errors")
-        level = await self.informer.level()
+        level = await self.informer.level(key)
         plan = level.plan.for_key(key)
+        if key in plan.errors:
+            # The account lacks a fact this key's specs need (its cluster's AMI parameter,
+            # a subnet): no plan can help until the spec or the account changes.
+            raise TerminalError(plan.errors[key])
         waiting = self._waiting_for_cluster(key, level)
         if waiting is not None and plan.actions:
+            # Another key creates the cluster: look again with a level read after now.
+            self.informer.mark_stale(key)
             return Reconciled(plan=plan, requeue_after=self.settings.verify_after_s, note=waiting)
         if not plan.actions:
             return Reconciled(plan=plan, requeue_after=self._settle_after(key, level))
         applied = await self.shell.apply(plan, level=level)
         if applied.attempted:
-            self.informer.mark_stale()
+            # What this key wrote; other keys' share of the level still holds.
+            self.informer.mark_stale(key)
         if applied.error is not None:
             raise ReconcileError(applied.error, plan=plan, changed=applied.changed)
         return Reconciled(
@@ -239,6 +304,6 @@ class Reconciler:
         )
         if settled:
             return None
-        # The key comes back with a fresh read (one for every key that is rolling out).
-        self.informer.mark_stale()
+        # The key comes back with a fresh read (shared by every key that is rolling out).
+        self.informer.mark_stale(key)
         return self.settings.settle_after_s

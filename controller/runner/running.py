@@ -8,6 +8,11 @@ series of deployments whose spec is gone, the summary log line of each reconcile
 per-key record `/status` shows, and readiness (the first full pass is done).
 Must not: decide what a key needs (`reconciling`) or talk to AWS.
 
+Outcomes (controller-runtime's contract): a transient error backs the key off alone; a
+`TerminalError` (access denied, an invalid parameter, a role that does not exist) is
+counted and reported on its key like any error, but the key is parked, not retried,
+until its fingerprint (its specs, the account) changes or the next resync.
+
 Metric labels: the `deployment` label of a deployment key is the deployment's name
 (`deployment/bert` → `bert`); a cluster key keeps its key as the label (`cluster/demo`),
 so that cluster outcomes share the contract's metrics without ever colliding with a
@@ -25,11 +30,13 @@ from typing import Any, Literal
 
 import structlog
 
+from controller.core.errors import TerminalError
 from controller.core.plans import Plan
 from controller.metrics import Metrics
 from controller.runner.queueing import Backoff, ShutDown, WorkQueue
 from controller.runner.reconciling import (
     DEPLOYMENT_PREFIX,
+    Fingerprint,
     Level,
     Reconciled,
     ReconcileError,
@@ -40,6 +47,9 @@ from controller.runner.settings import QueueSettings
 log = structlog.get_logger(__name__)
 
 Result = Literal["success", "error", "skipped"]
+TERMINAL_NOTE = (
+    "terminal error: not retried until its spec or the account changes, or the next resync"
+)
 # Resources a deployment always has: their drift series exist (at 0) from the start, so
 # that dashboards and alerts see a deployment that never drifted.
 DEPLOYMENT_RESOURCES = ("service", "task-definition")
@@ -67,6 +77,9 @@ class KeyStatus:
     failures: int = 0
     """Consecutive failures (0 after a success)."""
     retry_in_s: float | None = None
+    terminal: bool = False
+    """The last error was terminal: the key waits for its spec or the account to change,
+    or the next resync, instead of backing off."""
     note: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -79,6 +92,7 @@ class KeyStatus:
             "error": self.error,
             "consecutive_failures": self.failures,
             "retry_in_s": self.retry_in_s,
+            "terminal": self.terminal,
             "note": self.note or None,
         }
 
@@ -110,6 +124,8 @@ class Runner:
         self.ready = asyncio.Event()
         self._first = _FirstPass()
         self._workers: list[asyncio.Task[None]] = []
+        # Keys parked by a terminal error, with the fingerprint they wait to see change.
+        self.parked: dict[str, Fingerprint] = {}
         self._drift_series: set[tuple[str, str]] = set()
         self._deployments: set[str] = set()
 
@@ -128,13 +144,20 @@ class Runner:
         self.enqueue(keys, now=True)
         self._check_ready()
 
-    def enqueue(self, keys: Iterable[str], *, now: bool = False) -> None:
+    def enqueue(self, keys: Iterable[str], *, now: bool = False, resync: bool = False) -> None:
         """Queue these keys. Unless `now`, a key waiting on a timer (backing off after a
         failure, or due for verification) keeps waiting, and a key being reconciled is
-        not queued again (it reads the same level): a resync does not undo backoff."""
+        not queued again (it reads the same level): a resync does not undo backoff.
+        A key parked by a terminal error stays parked unless this is a `resync` or its
+        fingerprint changed."""
         for key in keys:
             if not self.owns(key):
                 continue
+            if key in self.parked:
+                if not resync and self.parked[key] == self.reconciler.fingerprint(key):
+                    continue
+                del self.parked[key]
+                now = True
             if now or not (self.queue.scheduled(key) or self.queue.busy(key)):
                 self.queue.add(key)
 
@@ -172,6 +195,7 @@ class Runner:
         error: str | None = None
         retry_in: float | None = None
         note = ""
+        fingerprint = self.reconciler.fingerprint(key)
         with structlog.contextvars.bound_contextvars(key=key):
             try:
                 outcome: Reconciled = await self.reconciler.reconcile(key)
@@ -179,10 +203,15 @@ class Runner:
                 raise
             except Exception as exc:
                 result = "error"
+                cause: Exception = exc
                 if isinstance(exc, ReconcileError):
-                    plan, changed = exc.plan, exc.changed
+                    plan, changed, cause = exc.plan, exc.changed, exc.error
                 error = str(exc) or type(exc).__name__
-                retry_in = self.queue.add_rate_limited(key)
+                if isinstance(cause, TerminalError):
+                    note = TERMINAL_NOTE
+                    self._park(key, fingerprint)
+                else:
+                    retry_in = self.queue.add_rate_limited(key)
             else:
                 plan, changed, note = outcome.plan, outcome.changed, outcome.note
                 result = "skipped" if note == "spec errors" else "success"
@@ -208,6 +237,7 @@ class Runner:
                 changed=len(changed),
                 error=error,
                 failures=previous.failures + 1 if result == "error" else 0,
+                terminal=key in self.parked,
                 retry_in_s=retry_in,
                 note=note,
             )
@@ -226,6 +256,16 @@ class Runner:
         self._first.pending.discard(key)
         self._check_ready()
         return status
+
+    def _park(self, key: str, before: Fingerprint) -> None:
+        """Hold `key` until its fingerprint changes or a resync; a spec change that came
+        while it was being reconciled lets its pending re-add stand."""
+        self.queue.forget(key)
+        now = self.reconciler.fingerprint(key)
+        if now.specs != before.specs:
+            return
+        self.parked[key] = now
+        self.queue.drop(key)
 
     def _check_ready(self) -> None:
         if self._first.started and not self._first.pending and not self.ready.is_set():

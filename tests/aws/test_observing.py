@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 from aws_helpers import INF1_AMI_PARAMETER
 
 from controller.aws.clients import AwsClients, RequestCounter
-from controller.aws.errors import TerminalError
 from controller.aws.observing import (
     DESCRIBE_CLUSTERS_BATCH,
     DESCRIBE_SERVICES_BATCH,
@@ -43,9 +41,19 @@ async def test_facts(aws: Emulator, clients: AwsClients) -> None:
     assert expected.startswith("ami-")
 
 
-async def test_missing_ami_parameter_is_terminal(clients: AwsClients) -> None:
-    with pytest.raises(TerminalError, match="/no/such/parameter"):
-        await read_facts(clients, ami_parameters={"/no/such/parameter"})
+async def test_missing_ami_parameter_or_subnet_is_left_out_of_the_facts(
+    clients: AwsClients,
+) -> None:
+    # One cluster's missing fact must not fail the read of every other cluster's facts:
+    # `desired` makes only the clusters that need it unresolved.
+    facts = await read_facts(
+        clients,
+        ami_parameters={"/no/such/parameter", INF1_AMI_PARAMETER},
+        subnet_ids=["subnet-0000000000doesnotexist"],
+    )
+    assert set(facts.ami_ids) == {INF1_AMI_PARAMETER}
+    assert "subnet-0000000000doesnotexist" not in facts.subnet_vpcs
+    assert len(facts.default_subnet_ids) == 6
 
 
 async def test_batches_are_enforced_even_though_moto_does_not(

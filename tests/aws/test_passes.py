@@ -12,7 +12,9 @@ from aws_helpers import (
     INF1_AMI_PARAMETER,
     NO_RETRIES,
     SERVICE,
+    cluster_spec,
     demo_specs,
+    deployment_spec,
     settle_service,
     tags_of,
 )
@@ -21,6 +23,7 @@ from controller.aws.clients import AwsClients, RequestCounter
 from controller.aws.passes import reconcile_pass, run_pass
 from controller.aws.waiting import WaitSettings, WaitTimedOut
 from controller.sandbox.emulator import Emulator
+from controller.specs.loading import SpecSet
 
 
 async def test_plan_from_empty_account_lists_the_walkthrough(clients: AwsClients) -> None:
@@ -207,3 +210,55 @@ async def test_run_pass_plans_applies_and_waits(aws: Emulator, counter: RequestC
     assert [r.state for r in waited.rollouts] == ["stable"]
     assert "nothing to do: AWS matches the specs" in waited.report_lines()
     assert counter.writes() == {}
+
+
+INF2_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/neuron/recommended/image_id"
+
+
+def two_cluster_specs() -> SpecSet:
+    """The walkthrough on inf1, and a second cluster on inf2 with its own deployment."""
+    walkthrough = demo_specs()
+    inf2 = cluster_spec(
+        "inf2-demo",
+        capacity={"instanceType": "inf2.xlarge", "minInstances": 1, "maxInstances": 2},
+    )
+    other = deployment_spec(
+        "bert-inf2", cluster="inf2-demo", service=None, family=None, neuronCores=2
+    )
+    return SpecSet(
+        clusters={**walkthrough.clusters, "inf2-demo": inf2},
+        deployments={**walkthrough.deployments, "bert-inf2": other},
+    )
+
+
+async def test_a_cluster_whose_ami_parameter_is_missing_fails_only_its_own_keys(
+    aws: Emulator, clients: AwsClients
+) -> None:
+    specs = two_cluster_specs()
+    first = await reconcile_pass(specs, clients=clients, apply=True)
+    assert first.succeeded, first.report_lines()
+    ecs, ssm = aws.boto3_client("ecs"), aws.boto3_client("ssm")
+    assert ecs.describe_services(cluster="inf2-demo", services=["bert-inf2"])["services"]
+
+    # The parameter vanishes (a region without the inf2 AMI, a wrong parameter path).
+    ssm.delete_parameter(Name=INF2_AMI_PARAMETER)
+    # A change to the walkthrough's deployment, which must still go through.
+    edited = SpecSet(
+        clusters=specs.clusters,
+        deployments={**specs.deployments, "bert": deployment_spec(replicas=2)},
+    )
+    result = await reconcile_pass(edited, clients=clients, apply=True)
+
+    assert set(result.plan.errors) == {"cluster/inf2-demo", "deployment/bert-inf2"}
+    assert INF2_AMI_PARAMETER in result.plan.errors["cluster/inf2-demo"]
+    assert not result.succeeded
+    assert {a.key for a in result.plan.actions} == {"deployment/bert"}
+    assert result.report is not None and result.report.ok
+    service = ecs.describe_services(cluster=CLUSTER, services=[SERVICE])["services"][0]
+    assert service["desiredCount"] == 2
+    # The unresolved cluster is not read as removed: nothing of it is deleted.
+    live = ecs.describe_services(cluster="inf2-demo", services=["bert-inf2"])["services"][0]
+    assert live["status"] == "ACTIVE"
+    assert ecs.describe_clusters(clusters=["inf2-demo"])["clusters"][0]["status"] == "ACTIVE"
+    lines = result.report_lines()
+    assert any(line.startswith("error: cluster/inf2-demo:") for line in lines), lines

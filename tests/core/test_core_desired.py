@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import pytest
 from core_builders import (
@@ -18,7 +17,6 @@ from core_builders import (
 )
 
 from controller.core.desired import (
-    DesiredStateError,
     ami_parameters_needed,
     desired_state,
     service_spec_hash,
@@ -219,7 +217,7 @@ def test_ami_parameters_needed_per_instance_family() -> None:
             {},
             "cluster ecs-inf1-demo: the AMI parameter "
             "/aws/service/ecs/optimized-ami/amazon-linux-2/inf/recommended/image_id "
-            "was not resolved",
+            "was not found in SSM (us-east-1)",
         ),
         (
             dataclasses.replace(FACTS, default_vpc_id=None, default_subnet_ids=()),
@@ -239,11 +237,29 @@ def test_ami_parameters_needed_per_instance_family() -> None:
         ),
     ],
 )
-def test_missing_facts_raise_a_clear_error(
+def test_missing_facts_leave_the_cluster_and_its_deployments_unresolved(
     facts: object, spec: dict[str, object], message: str
 ) -> None:
-    with pytest.raises(DesiredStateError, match=re.escape(message)):
-        desired_state(specs(cluster(**spec), deployment()), facts)  # type: ignore[arg-type]
+    desired = desired_state(specs(cluster(**spec), deployment()), facts)  # type: ignore[arg-type]
+    assert not desired.clusters and not desired.deployments and not desired.is_empty
+    assert message in desired.unresolved_clusters["ecs-inf1-demo"]
+    assert message in desired.unresolved_deployments["bert"]
+    assert set(desired.unresolved()) == {"cluster/ecs-inf1-demo", "deployment/bert"}
+
+
+def test_a_cluster_with_missing_facts_does_not_hide_the_others() -> None:
+    facts = dataclasses.replace(FACTS, ami_ids={})
+    desired = desired_state(
+        specs(
+            cluster("broken"),
+            cluster("fine", ami="ami-0123abcd"),
+            deployment("a", cluster="broken"),
+            deployment("b", cluster="fine"),
+        ),
+        facts,
+    )
+    assert set(desired.clusters) == {"fine"} and set(desired.deployments) == {"b"}
+    assert set(desired.unresolved()) == {"cluster/broken", "deployment/a"}
 
 
 def test_missing_facts_that_are_not_needed_are_not_errors() -> None:
@@ -260,9 +276,9 @@ def test_missing_facts_that_are_not_needed_are_not_errors() -> None:
 
 def test_every_problem_is_reported_at_once() -> None:
     facts = dataclasses.replace(FACTS, ami_ids={}, default_vpc_id=None, default_subnet_ids=())
-    with pytest.raises(DesiredStateError) as raised:
-        desired_state(specs(cluster("a"), cluster("b")), facts)
-    assert len(raised.value.problems) == 4
+    desired = desired_state(specs(cluster("a"), cluster("b")), facts)
+    unresolved = desired.unresolved_clusters
+    assert sum(why.count(f"cluster {name}: ") for name, why in unresolved.items()) == 4
 
 
 def test_empty_specs_give_an_empty_desired_state() -> None:

@@ -220,7 +220,16 @@ def test_a_failing_model_server_fails_its_own_endpoint_only(
 def test_a_deployment_whose_aws_calls_fail_does_not_stop_another(
     daemon: Daemon, sandbox: Sandbox, proxy: AwsProxy
 ) -> None:
-    proxy.rules.append(Rule(operation="RegisterTaskDefinition", contains='"broken"'))
+    # A transient failure (ECS's 500): the key backs off alone. (A terminal one parks
+    # the key instead: see the test of a refused execution role.)
+    proxy.rules.append(
+        Rule(
+            operation="RegisterTaskDefinition",
+            contains='"broken"',
+            code="ServerException",
+            status=500,
+        )
+    )
     (daemon.folder / "broken.yaml").write_text(deployment_spec("broken"))
     (daemon.folder / "beta.yaml").write_text(deployment_spec("beta"))
     eventually(

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from controller.core.errors import TerminalError
 from controller.core.plans import Action, Plan
 from controller.core.states import AccountFacts, DesiredState, LiveCluster, ObservedState
 from controller.runner.reconciling import Applied, Level
@@ -95,10 +96,12 @@ def level(spec_set: SpecSet, *actions: Action, detected: tuple[Action, ...] = ()
 
 @dataclass
 class ScriptedShell:
-    """Each read returns `next_level()`; applying a key's plan fails for `failing` keys."""
+    """Each read returns `next_level()`; applying a key's plan fails for `failing` keys
+    (a transient failure) and for `refused` keys (a terminal one: access denied)."""
 
     next_level: Callable[[SpecSet], Level]
     failing: set[str] = field(default_factory=set)
+    refused: set[str] = field(default_factory=set)
     read_delay_s: float = 0.0
     apply_delay_s: float = 0.0
     reads: int = 0
@@ -115,4 +118,7 @@ class ScriptedShell:
         self.applied.append(key)
         if key in self.failing:
             return Applied(attempted=True, error=RuntimeError(f"{key} refused by AWS"))
+        if key in self.refused:
+            error = TerminalError(f"{key}: AccessDeniedException", code="AccessDeniedException")
+            return Applied(attempted=True, error=error)
         return Applied(changed=plan.actions, attempted=True)

@@ -7,7 +7,7 @@ import asyncio
 import time
 
 import pytest
-from runner_helpers import ScriptedShell, action, level, specs
+from runner_helpers import ScriptedShell, action, deployment, level, specs
 
 from controller.core.plans import Plan
 from controller.metrics import Metrics
@@ -67,6 +67,25 @@ async def test_concurrent_reads_share_one_and_stale_marks_force_another() -> Non
     assert informer.fresh
 
 
+async def test_a_write_makes_the_level_stale_for_its_own_key_only() -> None:
+    shell = ScriptedShell(lambda s: level(s), read_delay_s=0.01)
+    informer = Informer(shell)
+    first = await informer.level()
+    informer.mark_stale("deployment/a")
+    informer.mark_stale("deployment/b")
+    # Other keys plan from the level they have: no read.
+    assert await informer.level("deployment/c") is first and shell.reads == 1
+    # The keys that wrote share one new read; after it, nobody needs another.
+    both = await asyncio.gather(informer.level("deployment/a"), informer.level("deployment/b"))
+    assert shell.reads == 2 and both[0] is both[1] is not first
+    assert await informer.level("deployment/a") is both[0] and shell.reads == 2
+    # A mark for every key (a resync, a spec change) is a mark for each.
+    informer.mark_stale()
+    assert not informer.fresh_for("deployment/c")
+    await informer.level("deployment/c")
+    assert shell.reads == 3 and informer.fresh
+
+
 async def test_a_cancelled_reader_does_not_cancel_the_shared_read() -> None:
     shell = ScriptedShell(lambda s: level(s), read_delay_s=0.05)
     informer = Informer(shell)
@@ -89,7 +108,9 @@ async def test_reconcile_applies_only_its_keys_actions_and_asks_to_verify() -> N
     result = await runner.reconciler.reconcile("deployment/a")
     assert [a.key for a in result.plan.actions] == ["deployment/a"]
     assert result.requeue_after == 0.05 and len(result.changed) == 1
-    assert not informer.fresh  # a write makes the shared level stale
+    # A write makes the shared level stale for the key that wrote, not for the others.
+    assert not informer.fresh_for("deployment/a") and not informer.fresh
+    assert informer.fresh_for("deployment/b") and informer.fresh_for()
 
 
 async def test_reconcile_raises_with_what_was_planned() -> None:
@@ -147,6 +168,71 @@ async def test_a_failing_key_backs_off_alone_while_the_others_converge() -> None
     assert value(metrics, "ecsinfer_reconcile_duration_seconds_count", deployment="c")
 
 
+async def test_a_terminal_error_is_not_retried_until_its_spec_changes_or_a_resync() -> None:
+    done: set[str] = set()
+    current = {"specs": specs("a", "b", "c")}
+
+    def next_level(spec_set: SpecSet) -> Level:
+        return level(spec_set, *(action(f"deployment/{n}") for n in "abc" if n not in done))
+
+    shell = ScriptedShell(next_level, refused={"deployment/b"})
+    original = shell.apply
+
+    async def apply(plan: Plan, *, level: Level) -> Applied:
+        result = await original(plan, level=level)
+        if result.error is None:
+            done.add(plan.actions[0].key.rpartition("/")[2])
+        return result
+
+    shell.apply = apply  # type: ignore[method-assign]
+    settings = QueueSettings(workers=2, backoff_base_s=0.05, backoff_cap_s=0.2, verify_after_s=0.05)
+    informer = Informer(shell)
+    informer.set_specs(current["specs"])
+    metrics = Metrics()
+    reconciler = Reconciler(
+        shell=shell,
+        informer=informer,
+        snapshot=lambda: snapshot_of(current["specs"]),
+        settings=settings,
+    )
+    runner = Runner(reconciler=reconciler, metrics=metrics, settings=settings)
+    informer.listeners.append(runner.publish_level)
+    runner.start()
+    runner.first_pass(["deployment/a", "deployment/b", "deployment/c"])
+    await asyncio.wait_for(runner.ready.wait(), 2)
+    # Several backoff windows (0.05 + 0.1 + 0.2 ...), and fresh levels that still plan b.
+    for _ in range(3):
+        await asyncio.sleep(0.2)
+        informer.mark_stale()
+        runner.enqueue(["deployment/a", "deployment/b", "deployment/c"])
+    assert done == {"a", "c"}
+    assert shell.applied.count("deployment/b") == 1
+    assert value(metrics, "ecsinfer_reconcile_total", deployment="b", result="error") == 1
+    status = runner.statuses["deployment/b"]
+    assert status.result == "error" and status.terminal and status.retry_in_s is None
+    assert "AccessDeniedException" in (status.error or "")
+    assert status.to_json()["terminal"] is True
+
+    # A resync tries it again, once.
+    runner.enqueue(["deployment/b"], resync=True)
+    await asyncio.sleep(0.3)
+    assert shell.applied.count("deployment/b") == 2
+
+    # So does a change of its spec: AWS may now accept it.
+    current["specs"] = SpecSet(
+        clusters=current["specs"].clusters,
+        deployments={**current["specs"].deployments, "b": deployment("b", replicas=2)},
+    )
+    runner.enqueue(["deployment/b"])
+    await asyncio.sleep(0.3)
+    assert shell.applied.count("deployment/b") == 3
+    # An unchanged spec does not.
+    runner.enqueue(["deployment/b"], now=True)
+    await asyncio.sleep(0.3)
+    await runner.stop(grace_s=1)
+    assert shell.applied.count("deployment/b") == 3
+
+
 async def test_drift_is_published_from_the_level_and_corrections_counted() -> None:
     drifted = action("deployment/a", reason="drift")
     detected = action("deployment/b", reason="drift", resource="task-definition")
@@ -164,7 +250,7 @@ async def test_drift_is_published_from_the_level_and_corrections_counted() -> No
     await runner.process("deployment/a")
     fixed.append(True)
     assert value(metrics, "ecsinfer_drift_corrections_total", deployment="a", resource="service")
-    await informer.level()  # the write made it stale: read again
+    await informer.level("deployment/a")  # the write made it stale for a: read again
     assert value(metrics, "ecsinfer_drift", deployment="a", resource="service") == 0
     # driftPolicy: detect is reported, never corrected
     assert value(metrics, "ecsinfer_drift", deployment="b", resource="task-definition") == 1
