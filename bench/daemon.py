@@ -177,9 +177,9 @@ async def resync_calls(
     os.environ.update(env_for(endpoint))
     from controller.aws.clients import AwsClients, RequestCounter
     from controller.aws.discovering import Discoverer
+    from controller.core.endpoints import discovery_targets
     from controller.daemon import AwsShell
     from controller.logs import configure_logging
-    from controller.probing.endpoints import discovery_targets
     from controller.specs.loading import load_folder
 
     configure_logging(level="WARNING")  # on stderr: stdout is the figures (`--json`)
@@ -244,9 +244,9 @@ async def prober_cpu(ports: list[int], *, window_s: float, sequence_length: int)
     """The prober alone in this process, probing every port at 1 Hz: CPU and RSS."""
     import resource
 
+    from controller.core.endpoints import Endpoint
     from controller.core.states import ProbeSettings
     from controller.metrics import Metrics
-    from controller.probing.endpoints import Endpoint
     from controller.probing.prober import Prober
 
     metrics = Metrics()

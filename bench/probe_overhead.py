@@ -43,7 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from controller.probing.command import percentile  # noqa: E402
+from controller.probing.latencies import percentile  # noqa: E402
 from controller.tfserving.client import (  # noqa: E402
     DEFAULT_CHANNEL_OPTIONS,
     PredictResult,

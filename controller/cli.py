@@ -113,7 +113,7 @@ def render_plan_text(plan: Plan) -> str:
 def plan(path: Path, output: str) -> None:
     """Show what apply would change, and why. Exit 0 in sync, 2 changes pending, 1 error."""
     from controller.aws.errors import AwsError
-    from controller.aws.passes import run_pass
+    from controller.pipeline import run_pass
 
     result = _load_or_report(path)
     if not result.ok:
@@ -139,7 +139,7 @@ def plan(path: Path, output: str) -> None:
 def apply(path: Path, wait: bool, timeout: float) -> None:
     """Make one reconcile pass. Exit 0 done, 1 error."""
     from controller.aws.errors import AwsError
-    from controller.aws.passes import run_pass
+    from controller.pipeline import run_pass
 
     result = _load_or_report(path)
     if not result.ok:

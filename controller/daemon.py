@@ -1,9 +1,8 @@
 """`ecs-infer run`: the runner wired to AWS and the prober. The composition root.
 
 Owns: opening the AWS clients (every request counted in `ecsinfer_aws_requests_total`
-through their `on_request` hook), the AWS-backed `Shell` the runner reads and writes
-through (`AwsShell`: `passes.read_world` + the planner, and `applying.apply_plan` for one
-key's plan), the probing companion (discovery of the running tasks' endpoints after each
+through their `on_request` hook), handing the runner the AWS-backed `Shell`
+(`pipeline.AwsShell`), the probing companion (discovery of the running tasks' endpoints after each
 read of AWS and every `discovery_interval_s`, through one incremental `Discoverer` that
 describes only the tasks it has not seen yet, handed to the `Prober`), signals, and the
 exit code.
@@ -21,59 +20,27 @@ import asyncio
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 
-from controller.aws.applying import apply_plan
 from controller.aws.clients import AwsClients, AwsSettings
 from controller.aws.discovering import Discoverer
 from controller.aws.errors import AwsError
-from controller.aws.passes import guard_empty, plan_world, read_world
-from controller.core.plans import Plan
+from controller.core.endpoints import discovery_targets, probe_targets
 from controller.metrics import Metrics
-from controller.probing.endpoints import discovery_targets, probe_targets
+from controller.pipeline import AwsShell
 from controller.probing.prober import Prober, ProberSettings
 from controller.runner.daemon import Daemon
-from controller.runner.reconciling import Applied, Level
+from controller.runner.reconciling import Level
 from controller.runner.reporting import ProbeReport
 from controller.runner.settings import ProbingSettings, RunnerSettings
-from controller.specs.loading import SpecSet
 
 log = structlog.get_logger(__name__)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-
-
-class AwsShell:
-    """The runner's `Shell` on real (or emulated) AWS."""
-
-    def __init__(self, clients: AwsClients) -> None:
-        self.clients = clients
-
-    async def read_level(self, specs: SpecSet) -> Level:
-        started = time.monotonic()
-        world = await read_world(specs, clients=self.clients)
-        planned = guard_empty(specs, plan_world(world))
-        return Level(
-            specs=specs,
-            desired=world.desired,
-            observed=world.observed,
-            plan=planned,
-            read_at=time.time(),
-            duration_s=time.monotonic() - started,
-        )
-
-    async def apply(self, plan: Plan, *, level: Level) -> Applied:
-        report = await apply_plan(self.clients, plan, observed=level.observed)
-        return Applied(
-            changed=tuple(item.action for item in report.applied if item.outcome != "unchanged"),
-            attempted=bool(report.applied) or report.failed is not None,
-            error=report.error,
-        )
 
 
 class ProbeCompanion:

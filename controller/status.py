@@ -42,7 +42,7 @@ def from_daemon(url: str, *, timeout_s: float = 2.0) -> dict[str, Any] | None:
 async def from_aws(path: Path) -> dict[str, Any]:
     """What AWS says right now (observe + plan): replicas and drift, no probe data."""
     from controller.aws.clients import AwsClients
-    from controller.daemon import AwsShell
+    from controller.pipeline import AwsShell
     from controller.runner.reporting import status_document
 
     loaded = await asyncio.to_thread(load_folder, path)

@@ -51,7 +51,7 @@ import structlog
 
 from controller.aws.clients import AwsClients
 from controller.aws.errors import AwsError, error_code, map_error
-from controller.probing.endpoints import DiscoveryTarget, Endpoint
+from controller.core.endpoints import DiscoveryTarget, Endpoint
 
 log = structlog.get_logger(__name__)
 

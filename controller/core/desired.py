@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from controller.core.neuron import Replica, ami_parameter, instances_needed, shape_of
+from controller.catalog import ami_parameter, shape_of
+from controller.core.neuron import Replica, instances_needed
 from controller.core.states import (
     CLUSTER_TAG,
     DELETION_POLICY_TAG,

@@ -22,7 +22,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from controller.core.neuron import shape_of
+from controller.catalog import shape_of
 from controller.core.normalising import normalise_task_definition
 from controller.specs.models import InferenceDeployment
 

@@ -14,7 +14,6 @@ import asyncio
 import ipaddress
 import itertools
 import json
-import statistics
 import sys
 import time
 from collections import Counter
@@ -22,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
+from controller.probing.latencies import LatencySummary
 from controller.tfserving.client import PredictResult, TFServingClient
 from controller.tfserving.requests import encode_predict_request
 
@@ -48,51 +48,6 @@ def parse_target(target: str) -> tuple[str, int]:
     elif ":" in host:
         raise ProbeUsageError(f"write an IPv6 target as [ADDRESS]:PORT, got {target!r}")
     return host, port
-
-
-def percentile(ordered: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100) of sorted values, interpolating linearly between the
-    two nearest ranks (numpy's default, and `statistics.quantiles(method="inclusive")`)."""
-    if not ordered:
-        raise ValueError("percentile of no values")
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile must be within 0..100, got {q}")
-    position = (len(ordered) - 1) * q / 100
-    lower = int(position)
-    upper = min(lower + 1, len(ordered) - 1)
-    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
-
-
-@dataclass(frozen=True, slots=True)
-class LatencySummary:
-    """Latency statistics in seconds."""
-
-    mean: float
-    p50: float
-    p90: float
-    p99: float
-    min: float
-    max: float
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> LatencySummary | None:
-        if not values:
-            return None
-        ordered = sorted(values)
-        return cls(
-            mean=statistics.fmean(ordered),
-            p50=percentile(ordered, 50),
-            p90=percentile(ordered, 90),
-            p99=percentile(ordered, 99),
-            min=ordered[0],
-            max=ordered[-1],
-        )
-
-    def milliseconds(self) -> dict[str, float]:
-        return {
-            name: round(getattr(self, name) * 1e3, 3)
-            for name in ("mean", "p50", "p90", "p99", "min", "max")
-        }
 
 
 @dataclass(frozen=True)

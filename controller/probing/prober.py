@@ -41,10 +41,10 @@ from typing import Any, Literal
 
 import structlog
 
+from controller.core.endpoints import Endpoint, is_loopback
 from controller.core.states import ProbeSettings
 from controller.metrics import Metrics
-from controller.probing.command import percentile
-from controller.probing.endpoints import Endpoint, is_loopback
+from controller.probing.latencies import percentile
 from controller.tfserving.client import TFServingClient
 from controller.tfserving.requests import encode_predict_request
 

@@ -101,7 +101,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.core.neuron import NEURON_CORES_PER_INSTANCE
+from controller.catalog import NEURON_CORES_PER_INSTANCE
 from controller.core.states import NEURON_CORES_TAG
 from controller.sandbox.emulator import ACCOUNT_ID, BACKEND_LOCK, REGION
 from controller.sandbox.modelserver import EncoderModel, Faults, ModelServerHandle

@@ -20,7 +20,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from controller.core.neuron import NEURON_CORES_PER_INSTANCE
+from controller.catalog import NEURON_CORES_PER_INSTANCE
 from controller.specs.models import API_VERSION, KINDS, InferenceCluster, InferenceDeployment
 
 SPEC_SUFFIXES = (".yaml", ".yml")

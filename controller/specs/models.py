@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from controller.core.neuron import NEURON_CORES_PER_INSTANCE
+from controller.catalog import NEURON_CORES_PER_INSTANCE
 
 API_VERSION = "ecs-infer/v1"
 

@@ -27,7 +27,7 @@ from controller.aws.discovering import (
     discover_endpoints,
 )
 from controller.aws.errors import TransientError
-from controller.probing.endpoints import DiscoveryTarget, Endpoint, is_loopback
+from controller.core.endpoints import DiscoveryTarget, Endpoint, is_loopback
 from controller.sandbox.emulator import BACKEND_LOCK, REGION, Emulator
 
 GRPC_PORT = 8500

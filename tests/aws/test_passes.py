@@ -20,8 +20,8 @@ from aws_helpers import (
 )
 
 from controller.aws.clients import AwsClients, RequestCounter
-from controller.aws.passes import reconcile_pass, run_pass
 from controller.aws.waiting import WaitSettings, WaitTimedOut
+from controller.pipeline import reconcile_pass, run_pass
 from controller.sandbox.emulator import Emulator
 from controller.specs.loading import SpecSet
 

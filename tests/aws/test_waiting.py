@@ -9,7 +9,6 @@ import pytest
 from aws_helpers import CLUSTER, SERVICE, demo_specs, settle_service
 
 from controller.aws.clients import AwsClients, RequestCounter
-from controller.aws.passes import reconcile_pass
 from controller.aws.waiting import (
     RolloutFailed,
     ServiceTarget,
@@ -17,6 +16,7 @@ from controller.aws.waiting import (
     WaitTimedOut,
     wait_until_stable,
 )
+from controller.pipeline import reconcile_pass
 
 FAST = WaitSettings(poll_interval_s=0.05, timeout_s=5)
 TARGET = ServiceTarget(cluster=CLUSTER, name=SERVICE)

@@ -12,8 +12,8 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from controller.catalog import AMI_PARAMETERS
 from controller.core.desired import desired_state
-from controller.core.neuron import AMI_PARAMETERS
 from controller.core.normalising import normalise_task_definition
 from controller.core.planning import families_to_read, plan
 from controller.core.plans import Action, Plan

@@ -16,12 +16,12 @@ from core_builders import (
     walkthrough_desired,
 )
 
+from controller.catalog import AMI_PARAMETERS
 from controller.core.desired import (
     ami_parameters_needed,
     desired_state,
     service_spec_hash,
 )
-from controller.core.neuron import AMI_PARAMETERS
 from controller.core.states import (
     CLUSTER_TAG,
     DELETION_POLICY_TAG,

@@ -28,8 +28,9 @@ from core_builders import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from controller.catalog import NEURON_CORES_PER_INSTANCE, shape_of
 from controller.core.desired import desired_state
-from controller.core.neuron import NEURON_CORES_PER_INSTANCE, Replica, pack, shape_of
+from controller.core.neuron import Replica, pack
 from controller.core.normalising import same_content
 from controller.core.planning import families_to_read, plan
 from controller.core.plans import Plan

@@ -14,13 +14,8 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from controller.probing.command import (
-    LatencySummary,
-    ProbeUsageError,
-    parse_target,
-    percentile,
-    run_probe,
-)
+from controller.probing.command import ProbeUsageError, parse_target, run_probe
+from controller.probing.latencies import LatencySummary, percentile
 from controller.tfserving.testserver import Behaviour, StandInModelServer
 
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
+from controller.core.endpoints import Endpoint
 from controller.core.states import ProbeSettings
 from controller.metrics import Metrics
-from controller.probing.endpoints import Endpoint
 from controller.probing.prober import Prober, ProberSettings, on_grid
 from controller.sandbox.modelserver import EncoderModel, ModelServerHandle, start_model_server
 from controller.tfserving.client import PredictResult, TFServingClient

@@ -13,15 +13,15 @@ from prometheus_client import generate_latest
 
 from controller.aws.clients import AwsClients, AwsSettings
 from controller.aws.discovering import discover
-from controller.aws.passes import reconcile_pass
-from controller.core.states import ProbeSettings
-from controller.metrics import Metrics
-from controller.probing.endpoints import (
+from controller.core.endpoints import (
     DiscoveryTarget,
     Endpoint,
     discovery_targets,
     probe_targets,
 )
+from controller.core.states import ProbeSettings
+from controller.metrics import Metrics
+from controller.pipeline import reconcile_pass
 from controller.probing.prober import Prober, ProberSettings
 from controller.sandbox.dataplane import DataPlane, DataPlaneSettings
 from controller.sandbox.emulator import Emulator

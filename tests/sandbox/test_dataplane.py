@@ -28,7 +28,7 @@ from sandbox_helpers import (
 )
 
 from controller.aws.clients import AwsClients
-from controller.aws.passes import reconcile_pass
+from controller.pipeline import reconcile_pass
 from controller.sandbox.dataplane import DataPlane, expression_matches, parse_duration
 from controller.specs.loading import load_folder
 from controller.tfserving import serving_pb2

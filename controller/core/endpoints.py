@@ -5,7 +5,8 @@ listens on), `Endpoint` (one RUNNING task's gRPC address as ECS reports it), the
 `host:port` form used as the `endpoint` metric label, and the loopback rule that keeps
 tests and the sandbox from dialling addresses that are not theirs.
 Must not: do I/O. The AWS shell (`controller.aws.discovering`) builds endpoints from API
-responses; the prober (`controller.probing.prober`) dials them.
+responses; the prober (`controller.probing.prober`) dials them. It lives in the core,
+below both, so that neither imports the other.
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
-"""One reconcile pass over a whole spec folder: read, plan, and (when asked) apply.
+"""The pipeline: load -> observe -> plan -> apply -> report, above both core and shell.
 
-Owns: the order of a pass, as a pipeline of reusable steps
+Owns: the order of a pass, as reusable steps
 
     read_facts ─▶ desired_state ─▶ observe ─▶ families_to_read ─▶ observe families
         ─▶ plan ─▶ apply
 
-used by `ecs-infer plan` / `apply` and the sandbox. A per-key runner reuses the same
-steps: `read_world` once per resync, then `plan_cluster` / `plan_deployment` (or
-`world.plan.for_key`) and `apply_plan` per key.
+used by `ecs-infer plan` / `apply` (`run_pass`, one pass over every key) and, through
+`AwsShell`, by the runner: `read_level` once per level, then a key's share of the plan
+applied per key. It sits above the core (which decides) and the AWS shell (which reads
+and writes), so that neither drives the other.
 Must not: decide anything itself (the core plans), retry, or wait for rollouts.
 
 An empty spec folder never deletes anything: the planner drops deletes for it, and this
@@ -30,6 +31,7 @@ from controller.core.desired import ami_parameters_needed, desired_state
 from controller.core.planning import EMPTY_SPECS_WARNING, families_to_read, plan
 from controller.core.plans import Plan
 from controller.core.states import DesiredState, ObservedState
+from controller.runner.reconciling import Applied, Level
 from controller.specs.loading import SpecSet
 
 log = structlog.get_logger(__name__)
@@ -153,6 +155,34 @@ async def reconcile_pass(specs: SpecSet, *, clients: AwsClients, apply: bool) ->
         duration_ms=round(result.duration_s * 1000),
     )
     return result
+
+
+class AwsShell:
+    """The runner's `Shell` on real (or emulated) AWS."""
+
+    def __init__(self, clients: AwsClients) -> None:
+        self.clients = clients
+
+    async def read_level(self, specs: SpecSet) -> Level:
+        started = time.monotonic()
+        world = await read_world(specs, clients=self.clients)
+        planned = guard_empty(specs, plan_world(world))
+        return Level(
+            specs=specs,
+            desired=world.desired,
+            observed=world.observed,
+            plan=planned,
+            read_at=time.time(),
+            duration_s=time.monotonic() - started,
+        )
+
+    async def apply(self, plan: Plan, *, level: Level) -> Applied:
+        report = await apply_plan(self.clients, plan, observed=level.observed)
+        return Applied(
+            changed=tuple(item.action for item in report.applied if item.outcome != "unchanged"),
+            attempted=bool(report.applied) or report.failed is not None,
+            error=report.error,
+        )
 
 
 def wait_targets(desired: DesiredState) -> tuple[ServiceTarget, ...]:
