@@ -33,9 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 import structlog  # noqa: E402
 
-from controller.aws.clients import AwsClients, AwsSettings, RequestCounter  # noqa: E402
+from controller.aws.clients import AwsClients, RequestCounter  # noqa: E402
 from controller.pipeline import reconcile_pass  # noqa: E402
 from controller.sandbox.emulator import REGION, start_emulator  # noqa: E402
+from controller.settings import AwsSettings  # noqa: E402
 from controller.specs.loading import SpecSet  # noqa: E402
 from controller.specs.models import InferenceCluster, InferenceDeployment  # noqa: E402
 

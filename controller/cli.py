@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from controller.logs import LogFormat, configure_logging
+from controller.settings import (
+    ProberSettings,
+    ProbingSettings,
+    QueueSettings,
+    ResyncSettings,
+    RunnerSettings,
+    ServingSettings,
+    Settings,
+    WaitSettings,
+)
 from controller.specs.loading import LoadResult, load_folder
 
 if TYPE_CHECKING:
@@ -51,6 +63,59 @@ def cli(ctx: click.Context, log_level: str | None, log_format: LogFormat) -> Non
         log_format = "console"
     # One-shot commands print their result; their progress logs would only be noise.
     configure_logging(level=log_level or ("INFO" if long_running else "WARNING"), fmt=log_format)
+
+
+def settings_from(
+    *,
+    environ: Mapping[str, str] = os.environ,
+    wait_timeout_s: float | None = None,
+    metrics_addr: str | None = None,
+    resync_interval_s: float | None = None,
+    discovery_interval_s: float | None = None,
+    workers: int | None = None,
+    backoff_cap_s: float | None = None,
+    probe: bool = True,
+    allow_non_loopback: bool | None = None,
+) -> Settings:
+    """The settings tree from the command line, in one place: a flag left out keeps its
+    default. The environment is read here only for what botocore does not decide itself:
+    whether the prober may dial addresses outside loopback (not when `AWS_ENDPOINT_URL`
+    points at an emulator, whose made-up addresses belong to somebody else's network)."""
+    defaults = Settings()
+    runner = defaults.runner
+    queue = runner.queue
+    if workers is not None or backoff_cap_s is not None:
+        queue = QueueSettings(
+            workers=workers if workers is not None else queue.workers,
+            backoff_cap_s=backoff_cap_s if backoff_cap_s is not None else queue.backoff_cap_s,
+        )
+    if allow_non_loopback is None:
+        allow_non_loopback = not environ.get("AWS_ENDPOINT_URL")
+    probing = runner.probing
+    probing = ProbingSettings(
+        enabled=probe,
+        discovery_interval_s=(
+            discovery_interval_s
+            if discovery_interval_s is not None
+            else probing.discovery_interval_s
+        ),
+        prober=ProberSettings(allow_non_loopback=allow_non_loopback),
+    )
+    return Settings(
+        runner=RunnerSettings(
+            queue=queue,
+            resync=(
+                ResyncSettings(interval_s=resync_interval_s)
+                if resync_interval_s is not None
+                else runner.resync
+            ),
+            serving=ServingSettings(metrics_addr=metrics_addr or runner.serving.metrics_addr),
+            probing=probing,
+        ),
+        waits=(
+            WaitSettings(timeout_s=wait_timeout_s) if wait_timeout_s is not None else defaults.waits
+        ),
+    )
 
 
 def _load_or_report(path: Path) -> LoadResult:
@@ -119,7 +184,7 @@ def plan(path: Path, output: str) -> None:
     if not result.ok:
         sys.exit(EXIT_ERROR)
     try:
-        outcome = asyncio.run(run_pass(result.specs, apply=False))
+        outcome = asyncio.run(run_pass(result.specs, apply=False, settings=settings_from()))
     except AwsError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
@@ -146,7 +211,8 @@ def apply(path: Path, wait: bool, timeout: float) -> None:
         click.echo("nothing was changed: fix the errors above first", err=True)
         sys.exit(EXIT_ERROR)
     try:
-        outcome = asyncio.run(run_pass(result.specs, apply=True, wait=wait, wait_timeout=timeout))
+        settings = settings_from(wait_timeout_s=timeout)
+        outcome = asyncio.run(run_pass(result.specs, apply=True, wait=wait, settings=settings))
     except AwsError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
@@ -251,23 +317,15 @@ def run(
 ) -> None:
     """The daemon: watch PATH, reconcile, probe, serve metrics; until SIGTERM/SIGINT."""
     from controller.daemon import run_daemon
-    from controller.runner.settings import (
-        ProbingSettings,
-        QueueSettings,
-        ResyncSettings,
-        RunnerSettings,
-        ServingSettings,
-    )
 
-    settings = RunnerSettings(
-        queue=QueueSettings(workers=workers, backoff_cap_s=backoff_cap),
-        resync=ResyncSettings(interval_s=resync_interval),
-        serving=ServingSettings(metrics_addr=metrics_addr),
-        probing=ProbingSettings(
-            enabled=not no_probe,
-            discovery_interval_s=discovery_interval,
-            allow_non_loopback=allow_non_loopback,
-        ),
+    settings = settings_from(
+        metrics_addr=metrics_addr,
+        resync_interval_s=resync_interval,
+        discovery_interval_s=discovery_interval,
+        workers=workers,
+        backoff_cap_s=backoff_cap,
+        probe=not no_probe,
+        allow_non_loopback=allow_non_loopback,
     )
     sys.exit(run_daemon(path, settings=settings))
 

@@ -18,24 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 
-from controller.aws.clients import AwsClients, AwsSettings
+from controller.aws.clients import AwsClients
 from controller.aws.discovering import Discoverer
 from controller.aws.errors import AwsError
 from controller.core.endpoints import discovery_targets, probe_targets
 from controller.metrics import Metrics
 from controller.pipeline import AwsShell
-from controller.probing.prober import Prober, ProberSettings
+from controller.probing.prober import Prober
 from controller.runner.daemon import Daemon
 from controller.runner.reconciling import Level
 from controller.runner.reporting import ProbeReport
-from controller.runner.settings import ProbingSettings, RunnerSettings
+from controller.settings import ProbingSettings, Settings
 
 log = structlog.get_logger(__name__)
 
@@ -49,10 +48,7 @@ class ProbeCompanion:
     def __init__(self, clients: AwsClients, *, metrics: Metrics, settings: ProbingSettings) -> None:
         self.clients = clients
         self.settings = settings
-        allow = settings.allow_non_loopback
-        if allow is None:
-            allow = not os.environ.get("AWS_ENDPOINT_URL")
-        self.prober = Prober(metrics=metrics, settings=ProberSettings(allow_non_loopback=allow))
+        self.prober = Prober(metrics=metrics, settings=settings.prober)
         self.discoverer = Discoverer(clients, full_refresh_s=settings.discovery_full_refresh_s)
         self._level: Level | None = None
         self._wake = asyncio.Event()
@@ -98,29 +94,30 @@ class ProbeCompanion:
 async def run_daemon_async(
     path: Path,
     *,
-    settings: RunnerSettings | None = None,
+    settings: Settings | None = None,
     stop: asyncio.Event | None = None,
     metrics: Metrics | None = None,
-    aws: AwsSettings | None = None,
 ) -> int:
     """Run the daemon in the current event loop until `stop` is set; returns the exit
     code (0 after a clean stop, 1 when it could not start, e.g. the port is taken).
 
-    `metrics` lets an embedding process (the sandbox, a benchmark) read the same registry.
+    `settings.aws` opens the clients and `settings.runner` drives the loop. `metrics`
+    lets an embedding process (the sandbox, a benchmark) read the same registry.
     """
-    settings = settings or RunnerSettings()
+    settings = settings or Settings()
+    runner = settings.runner
     stop = stop or asyncio.Event()
     metrics = metrics or Metrics()
     try:
-        async with AwsClients(settings=aws, on_request=metrics.record_aws_request) as clients:
+        async with AwsClients(
+            settings=settings.aws, on_request=metrics.record_aws_request
+        ) as clients:
             companions = []
-            if settings.probing.enabled:
-                companions.append(
-                    ProbeCompanion(clients, metrics=metrics, settings=settings.probing)
-                )
+            if runner.probing.enabled:
+                companions.append(ProbeCompanion(clients, metrics=metrics, settings=runner.probing))
             daemon = Daemon(
                 path,
-                settings=settings,
+                settings=runner,
                 shell=AwsShell(clients),
                 metrics=metrics,
                 companions=companions,
@@ -128,10 +125,10 @@ async def run_daemon_async(
             log.info(
                 "daemon.starting",
                 path=str(path),
-                metrics_addr=settings.serving.metrics_addr,
-                resync_s=settings.resync.interval_s,
-                workers=settings.queue.workers,
-                probing=settings.probing.enabled,
+                metrics_addr=runner.serving.metrics_addr,
+                resync_s=runner.resync.interval_s,
+                workers=runner.queue.workers,
+                probing=runner.probing.enabled,
             )
             await daemon.run(stop)
     except (OSError, AwsError) as exc:  # the port is taken; no region or credentials
@@ -140,7 +137,7 @@ async def run_daemon_async(
     return EXIT_OK
 
 
-def run_daemon(path: Path, *, settings: RunnerSettings | None = None) -> int:
+def run_daemon(path: Path, *, settings: Settings | None = None) -> int:
     """`ecs-infer run`: until SIGTERM / SIGINT, then exit 0 (within the shutdown grace)."""
 
     async def main() -> int:

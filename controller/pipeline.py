@@ -23,15 +23,16 @@ from dataclasses import dataclass, replace
 import structlog
 
 from controller.aws.applying import ApplyReport, apply_plan
-from controller.aws.clients import AwsClients, AwsSettings, RequestHook
+from controller.aws.clients import AwsClients, RequestHook
 from controller.aws.errors import AwsError
 from controller.aws.observing import observe, observe_task_definitions, read_facts
-from controller.aws.waiting import ServiceRollout, ServiceTarget, WaitSettings, wait_until_stable
+from controller.aws.waiting import ServiceRollout, ServiceTarget, wait_until_stable
 from controller.core.desired import ami_parameters_needed, desired_state
 from controller.core.planning import EMPTY_SPECS_WARNING, families_to_read, plan
 from controller.core.plans import Plan
 from controller.core.states import DesiredState, ObservedState
 from controller.runner.reconciling import Applied, Level
+from controller.settings import Settings
 from controller.specs.loading import SpecSet
 
 log = structlog.get_logger(__name__)
@@ -198,17 +199,17 @@ async def run_pass(
     *,
     apply: bool,
     wait: bool = False,
-    wait_timeout: float = 600.0,
-    settings: AwsSettings | None = None,
-    wait_settings: WaitSettings | None = None,
+    settings: Settings | None = None,
     on_request: RequestHook | None = None,
 ) -> PassResult:
-    """`ecs-infer plan` / `apply [--wait]`: open clients, make one pass, maybe wait.
+    """`ecs-infer plan` / `apply [--wait]`: open clients, make one pass, maybe wait
+    (`settings.waits`).
 
     A failed or rolled-back rollout, or a timeout, is in `wait_error` (not raised), so
     that the report of what was applied is printed either way.
     """
-    async with AwsClients(settings=settings, on_request=on_request) as clients:
+    settings = settings or Settings()
+    async with AwsClients(settings=settings.aws, on_request=on_request) as clients:
         result = await reconcile_pass(specs, clients=clients, apply=apply)
         if not (apply and wait and result.ok):
             return result
@@ -216,9 +217,7 @@ async def run_pass(
         if not targets:
             return result
         try:
-            rollouts = await wait_until_stable(
-                clients, services=targets, timeout=wait_timeout, settings=wait_settings
-            )
+            rollouts = await wait_until_stable(clients, services=targets, settings=settings.waits)
         except AwsError as exc:
             return replace(result, rollouts=getattr(exc, "rollouts", ()), wait_error=exc)
         return replace(result, rollouts=rollouts)

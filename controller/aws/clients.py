@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
@@ -26,6 +25,7 @@ from aiobotocore.session import AioSession, get_session
 
 from controller.aws.errors import THROTTLING_CODES, translating_errors
 from controller.aws.service_models import use_trimmed_models
+from controller.settings import AwsSettings
 
 if TYPE_CHECKING:
     from types_aiobotocore_ec2 import EC2Client
@@ -48,33 +48,14 @@ def is_write(operation: str) -> bool:
     return not operation.startswith(READ_PREFIXES)
 
 
-@dataclass(frozen=True, kw_only=True)
-class AwsSettings:
-    """How the clients talk to AWS. Region, credentials and endpoint come from the
-    botocore chain unless set here."""
-
-    retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
-    """botocore's retry strategy; `adaptive` also rate-limits the client side."""
-    max_attempts: int = 5
-    """Attempts per API call, the first one included (botocore `total_max_attempts`)."""
-    connect_timeout_s: float = 5.0
-    """Seconds to open a connection to an AWS endpoint."""
-    read_timeout_s: float = 30.0
-    """Seconds to wait for a response once the request is sent."""
-    max_pool_connections: int = 20
-    """Concurrent HTTP connections per client."""
-    region: str | None = None
-    """Overrides `AWS_REGION` / `AWS_DEFAULT_REGION` when set."""
-    endpoint_url: str | None = None
-    """Overrides `AWS_ENDPOINT_URL` when set (an emulator)."""
-
-    def client_config(self) -> AioConfig:
-        return AioConfig(
-            retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
-            connect_timeout=self.connect_timeout_s,
-            read_timeout=self.read_timeout_s,
-            max_pool_connections=self.max_pool_connections,
-        )
+def client_config(settings: AwsSettings) -> AioConfig:
+    """botocore's client config for these settings: retries, timeouts, pool size."""
+    return AioConfig(
+        retries={"mode": settings.retry_mode, "total_max_attempts": settings.max_attempts},
+        connect_timeout=settings.connect_timeout_s,
+        read_timeout=settings.read_timeout_s,
+        max_pool_connections=settings.max_pool_connections,
+    )
 
 
 class RequestCounter:
@@ -165,12 +146,14 @@ class AwsClients:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
-            config = self.settings.client_config()
-            kwargs: dict[str, Any] = {"config": config}
+            kwargs: dict[str, Any] = {"config": client_config(self.settings)}
             if self.settings.region:
                 kwargs["region_name"] = self.settings.region
             if self.settings.endpoint_url:
                 kwargs["endpoint_url"] = self.settings.endpoint_url
+            if self.settings.access_key_id:
+                kwargs["aws_access_key_id"] = self.settings.access_key_id
+                kwargs["aws_secret_access_key"] = self.settings.secret_access_key
             session = self._session
             with translating_errors():
                 use_trimmed_models(session)

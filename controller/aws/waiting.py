@@ -25,16 +25,9 @@ from controller.aws.clients import AwsClients
 from controller.aws.errors import TerminalError, TransientError, translating_errors
 from controller.aws.observing import describe_services, ecs_tags
 from controller.core.states import TASK_DEFINITION_TAG
+from controller.settings import WaitSettings
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class WaitSettings:
-    poll_interval_s: float = 5.0
-    """Seconds between two rounds of describe_services."""
-    timeout_s: float = 900.0
-    """Give up (TransientError) after this long."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -45,43 +45,11 @@ from controller.core.endpoints import Endpoint, is_loopback
 from controller.core.states import ProbeSettings
 from controller.metrics import Metrics
 from controller.probing.latencies import percentile
+from controller.settings import ProberSettings
 from controller.tfserving.client import TFServingClient
 from controller.tfserving.requests import encode_predict_request
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ProberSettings:
-    """How the prober behaves, beyond each deployment's own `probe` settings."""
-
-    allow_non_loopback: bool = False
-    """Dial endpoints outside 127.0.0.0/8 (and ::1). Off by default, for tests and the
-    sandbox, where the addresses moto makes up (172.31.x.x, 10.x.x.x) belong to somebody
-    else's network and must never receive traffic. Turn it on against real AWS, where
-    endpoints are the VPC private addresses of the cluster's instances and tasks. An
-    endpoint refused by this rule is never dialled, gets no metric series, and shows in
-    `snapshot()` as `refused` (logged once as `probe.refused`)."""
-    history: int = 100
-    """Latencies of successful probes kept per endpoint, for the p50 / p99 of
-    `snapshot()`."""
-    jitter: float = 0.1
-    """Each wait between probes is `probe.interval` times (1 +- up to this fraction), at
-    random, so that endpoints discovered together drift apart."""
-    start_spread_s: float = 1.0
-    """The first probe of a new endpoint waits a random delay up to this many seconds
-    (at most `probe.interval`), so that a discovery of many endpoints is not one burst."""
-    status_recheck_s: float = 60.0
-    """`GetModelStatus` is asked before the first Predict, after any failed probe, and at
-    least this often while probes succeed (0: before every Predict)."""
-    tick_s: float = 0.05
-    """Probes start on a grid of this many seconds: each wait (jitter included) ends on
-    the nearest multiple of it, so that the probes due together share the event loop's
-    wake-ups, and their answers, arriving close together, share the next ones. Measured
-    with 200 endpoints at 1 Hz: about 30 % less CPU per probe than one timer per probe.
-    The cost: probes of one grid point start together, so a process probing very many
-    endpoints at a short interval adds a little queueing to their latencies. At most a
-    quarter of a deployment's `probe.interval` is used; 0 turns the grid off."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,9 +29,9 @@ from controller.runner.reconciling import (
 )
 from controller.runner.reporting import ProbeReport, status_document
 from controller.runner.running import Runner
-from controller.runner.settings import RunnerSettings
 from controller.runner.watching import SpecSnapshot, SpecSource, resync_forever, watch_folder
 from controller.serving import MetricsServer
+from controller.settings import RunnerSettings
 
 log = structlog.get_logger(__name__)
 

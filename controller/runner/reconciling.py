@@ -27,8 +27,8 @@ from controller.core.errors import TerminalError
 from controller.core.planning import cluster_key, deployment_key
 from controller.core.plans import Action, Plan
 from controller.core.states import DesiredState, LiveService, ObservedState
-from controller.runner.settings import QueueSettings
 from controller.runner.watching import SpecSnapshot
+from controller.settings import QueueSettings
 from controller.specs.loading import SpecSet
 
 log = structlog.get_logger(__name__)

@@ -42,7 +42,7 @@ from controller.runner.reconciling import (
     ReconcileError,
     Reconciler,
 )
-from controller.runner.settings import QueueSettings
+from controller.settings import QueueSettings
 
 log = structlog.get_logger(__name__)
 

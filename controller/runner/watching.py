@@ -23,7 +23,7 @@ import structlog
 from watchfiles import Change, DefaultFilter, awatch
 
 from controller.metrics import Metrics
-from controller.runner.settings import ResyncSettings, WatchSettings
+from controller.settings import ResyncSettings, WatchSettings
 from controller.specs.loading import SPEC_SUFFIXES, LoadResult, SpecError, SpecSet, load_folder
 
 log = structlog.get_logger(__name__)

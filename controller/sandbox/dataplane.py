@@ -103,9 +103,10 @@ from typing import Any
 
 from controller.catalog import NEURON_CORES_PER_INSTANCE
 from controller.core.states import NEURON_CORES_TAG
-from controller.sandbox.emulator import ACCOUNT_ID, BACKEND_LOCK, REGION
+from controller.sandbox.emulator import BACKEND_LOCK
 from controller.sandbox.modelserver import EncoderModel, Faults, ModelServerHandle
 from controller.sandbox.modelserver import start_model_server as _start_model_server
+from controller.settings import DataPlaneSettings
 
 log = logging.getLogger("controller.sandbox.dataplane")
 
@@ -132,27 +133,6 @@ _INSTANCE_RESOURCES: dict[str, tuple[int, int]] = {
 _ECS_CLUSTER = re.compile(r"""ECS_CLUSTER\s*=\s*["']?([A-Za-z0-9_-]{1,255})""")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
 _FLAG = re.compile(r"--(model_name|port)=(\S+)")
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataPlaneSettings:
-    """How the emulated data plane behaves. Defaults suit tests and `ecs-infer sandbox`."""
-
-    tick_s: float = 0.25
-    """Seconds between two steps of the scheduler and agents."""
-    account_id: str = ACCOUNT_ID
-    """The emulated account (moto's default)."""
-    region: str = REGION
-    """The one region the data plane acts on."""
-    address_prefix: str | None = None
-    """`127.A.B`: instances get `127.A.B.1`, `.2`, ...; None = derived from the AWS port."""
-    stopped_task_retention_s: float = 3600.0
-    """How long a stopped task stays visible (ECS: about an hour)."""
-    event_repeat_s: float = 30.0
-    """A service repeats the same "unable to place" event at most this often."""
-    start_failure_backoff_s: float = 5.0
-    """After a task of a service fails to start or crashes, wait this long before starting
-    another (ECS throttles restarts too)."""
 
 
 def address_prefix_for(port: int) -> str:

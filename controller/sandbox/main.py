@@ -8,9 +8,9 @@ leave a thread or process behind when it returns.
 The controller is the daemon of `ecs-infer run` (`controller.daemon.run_daemon_async`),
 serving metrics on `--metrics-addr`, looking again after a write sooner than on AWS
 (1 s, and 3 s while a rollout settles: the data plane acts within a tick). It reaches
-the emulator through the ordinary botocore chain: `AWS_ENDPOINT_URL`, region and dummy
-credentials are set in this process's environment. Its log lines are the console output
-of what it does.
+the emulator through its settings (`AwsSettings`: the emulator's endpoint, region and
+dummy credentials), never through this process's environment. Its log lines are the
+console output of what it does.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 import time
@@ -33,6 +32,15 @@ import structlog
 from controller.logs import configure_logging
 from controller.sandbox.emulator import REGION, Emulator, start_emulator
 from controller.sandbox.modelserver import EncoderModel
+from controller.settings import (
+    AwsSettings,
+    ProberSettings,
+    ProbingSettings,
+    QueueSettings,
+    RunnerSettings,
+    ServingSettings,
+    Settings,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,27 +73,31 @@ class _ConsoleHandler(logging.Handler):
             self.handleError(record)
 
 
-def _point_botocore_at(emulator: Emulator) -> None:
-    os.environ["AWS_ENDPOINT_URL"] = emulator.endpoint
-    os.environ["AWS_DEFAULT_REGION"] = REGION
-    os.environ["AWS_REGION"] = REGION
-    os.environ["AWS_ACCESS_KEY_ID"] = "testing"
-    os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
-    os.environ.pop("AWS_PROFILE", None)
-    os.environ.pop("AWS_SESSION_TOKEN", None)
+def controller_settings(*, endpoint: str, metrics_addr: str) -> Settings:
+    """The controller's settings in the sandbox: the emulator's endpoint and dummy
+    credentials, loopback-only probing, and a runner that looks again sooner than on
+    AWS (the emulated data plane acts within a tick)."""
+    return Settings(
+        aws=AwsSettings(
+            endpoint_url=endpoint,
+            region=REGION,
+            access_key_id="testing",
+            secret_access_key="testing",
+        ),
+        runner=RunnerSettings(
+            queue=QueueSettings(verify_after_s=1.0, settle_after_s=3.0),
+            serving=ServingSettings(metrics_addr=metrics_addr),
+            probing=ProbingSettings(prober=ProberSettings(allow_non_loopback=False)),
+        ),
+    )
 
 
-async def _controller(options: SandboxOptions, stopping: asyncio.Event) -> int:
+async def _controller(options: SandboxOptions, emulator: Emulator, stopping: asyncio.Event) -> int:
     """The controller daemon on the spec folder, in this process, until `stopping`."""
     from controller.daemon import run_daemon_async
-    from controller.runner.settings import QueueSettings, RunnerSettings, ServingSettings
 
     assert options.specs is not None
-    settings = RunnerSettings(
-        # The emulated data plane acts within a tick: look again sooner than on AWS.
-        queue=QueueSettings(verify_after_s=1.0, settle_after_s=3.0),
-        serving=ServingSettings(metrics_addr=options.metrics_addr),
-    )
+    settings = controller_settings(endpoint=emulator.endpoint, metrics_addr=options.metrics_addr)
     return await run_daemon_async(options.specs, settings=settings, stop=stopping)
 
 
@@ -118,7 +130,7 @@ async def _serve(
             else:
                 say(f"  metrics: http://{options.metrics_addr}/metrics (also /status, /readyz)")
             say(f"[controller] running on {options.specs}")
-            controller_task = asyncio.create_task(_controller(options, stopping))
+            controller_task = asyncio.create_task(_controller(options, emulator, stopping))
         elif options.controller:
             say("  no --specs: the controller is not running (emulated AWS and data plane only)")
         else:
@@ -184,7 +196,6 @@ def run_sandbox(
                 with contextlib.suppress(Exception):
                     loading.result().close()
                 return 1
-            _point_botocore_at(emulator)
             try:
                 return asyncio.run(_serve(options, emulator, loading, say))
             finally:

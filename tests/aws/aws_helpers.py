@@ -26,8 +26,8 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
-from controller.aws.clients import AwsSettings
 from controller.sandbox.emulator import BACKEND_LOCK, REGION
+from controller.settings import AwsSettings
 from controller.specs.loading import SpecSet
 from controller.specs.models import InferenceCluster, InferenceDeployment
 

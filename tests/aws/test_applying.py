@@ -18,12 +18,13 @@ from aws_helpers import (
 )
 
 from controller.aws.applying import REPLACES_TAG, apply_plan
-from controller.aws.clients import AwsClients, AwsSettings, RequestCounter
+from controller.aws.clients import AwsClients, RequestCounter
 from controller.aws.errors import TerminalError, TransientError
 from controller.aws.observing import live_service
 from controller.core.plans import Action, Plan
 from controller.pipeline import read_world, reconcile_pass
 from controller.sandbox.emulator import Emulator
+from controller.settings import AwsSettings
 from controller.specs.loading import SpecSet
 
 

@@ -6,7 +6,7 @@ import pytest
 from aws_helpers import Fault, fault_front
 from botocore.exceptions import ClientError, ParamValidationError
 
-from controller.aws.clients import AwsClients, AwsSettings, RequestCounter
+from controller.aws.clients import AwsClients, RequestCounter
 from controller.aws.errors import (
     TerminalError,
     TransientError,
@@ -15,6 +15,7 @@ from controller.aws.errors import (
 )
 from controller.aws.observing import read_clusters, read_instances
 from controller.sandbox.emulator import Emulator
+from controller.settings import AwsSettings
 
 
 def client_error(code: str, status: int) -> ClientError:

@@ -19,7 +19,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 from moto.ecs.models import ecs_backends
 
-from controller.aws.clients import AwsClients, AwsSettings, RequestCounter
+from controller.aws.clients import AwsClients, RequestCounter
 from controller.aws.discovering import (
     DESCRIBE_TASKS_BATCH,
     Discoverer,
@@ -29,6 +29,7 @@ from controller.aws.discovering import (
 from controller.aws.errors import TransientError
 from controller.core.endpoints import DiscoveryTarget, Endpoint, is_loopback
 from controller.sandbox.emulator import BACKEND_LOCK, REGION, Emulator
+from controller.settings import AwsSettings
 
 GRPC_PORT = 8500
 

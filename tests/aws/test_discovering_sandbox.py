@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from controller.aws.clients import AwsClients, AwsSettings, RequestCounter
+from controller.aws.clients import AwsClients, RequestCounter
 from controller.aws.discovering import Discoverer, discover, discover_endpoints
 from controller.core.endpoints import DiscoveryTarget, is_loopback
-from controller.sandbox.dataplane import DataPlane, DataPlaneSettings
+from controller.sandbox.dataplane import DataPlane
 from controller.sandbox.emulator import Emulator
 from controller.sandbox.modelserver import EncoderModel
+from controller.settings import AwsSettings, DataPlaneSettings
 
 GRPC_PORT = 8500
 

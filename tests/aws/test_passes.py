@@ -20,9 +20,10 @@ from aws_helpers import (
 )
 
 from controller.aws.clients import AwsClients, RequestCounter
-from controller.aws.waiting import WaitSettings, WaitTimedOut
+from controller.aws.waiting import WaitTimedOut
 from controller.pipeline import reconcile_pass, run_pass
 from controller.sandbox.emulator import Emulator
+from controller.settings import Settings, WaitSettings
 from controller.specs.loading import SpecSet
 
 
@@ -178,19 +179,18 @@ async def test_empty_specs_delete_nothing(clients: AwsClients, counter: RequestC
 
 
 FAST = WaitSettings(poll_interval_s=0.05, timeout_s=5)
+QUICK = Settings(aws=NO_RETRIES, waits=FAST)
 
 
 async def test_run_pass_plans_applies_and_waits(aws: Emulator, counter: RequestCounter) -> None:
-    planned = await run_pass(demo_specs(), apply=False, settings=NO_RETRIES)
+    planned = await run_pass(demo_specs(), apply=False, settings=QUICK)
     assert len(planned.plan.actions) == 6 and planned.report is None
     # moto has no scheduler: the rollout never completes on its own.
     applied = await run_pass(
         demo_specs(),
         apply=True,
         wait=True,
-        wait_timeout=0.3,
-        settings=NO_RETRIES,
-        wait_settings=FAST,
+        settings=Settings(aws=NO_RETRIES, waits=WaitSettings(poll_interval_s=0.05, timeout_s=0.3)),
     )
     assert applied.ok and not applied.succeeded
     assert isinstance(applied.wait_error, WaitTimedOut)
@@ -202,8 +202,7 @@ async def test_run_pass_plans_applies_and_waits(aws: Emulator, counter: RequestC
         demo_specs(),
         apply=True,
         wait=True,
-        settings=NO_RETRIES,
-        wait_settings=FAST,
+        settings=QUICK,
         on_request=counter,
     )
     assert waited.succeeded and waited.plan.in_sync

@@ -9,14 +9,9 @@ import pytest
 from aws_helpers import CLUSTER, SERVICE, demo_specs, settle_service
 
 from controller.aws.clients import AwsClients, RequestCounter
-from controller.aws.waiting import (
-    RolloutFailed,
-    ServiceTarget,
-    WaitSettings,
-    WaitTimedOut,
-    wait_until_stable,
-)
+from controller.aws.waiting import RolloutFailed, ServiceTarget, WaitTimedOut, wait_until_stable
 from controller.pipeline import reconcile_pass
+from controller.settings import WaitSettings
 
 FAST = WaitSettings(poll_interval_s=0.05, timeout_s=5)
 TARGET = ServiceTarget(cluster=CLUSTER, name=SERVICE)

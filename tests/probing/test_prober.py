@@ -16,8 +16,9 @@ from prometheus_client import generate_latest
 from controller.core.endpoints import Endpoint
 from controller.core.states import ProbeSettings
 from controller.metrics import Metrics
-from controller.probing.prober import Prober, ProberSettings, on_grid
+from controller.probing.prober import Prober, on_grid
 from controller.sandbox.modelserver import EncoderModel, ModelServerHandle, start_model_server
+from controller.settings import ProberSettings
 from controller.tfserving.client import PredictResult, TFServingClient
 from controller.tfserving.testserver import Behaviour, StandInModelServer
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from controller.aws.clients import AwsClients, AwsSettings
+from controller.aws.clients import AwsClients
 from controller.aws.discovering import discover
 from controller.core.endpoints import (
     DiscoveryTarget,
@@ -22,10 +22,11 @@ from controller.core.endpoints import (
 from controller.core.states import ProbeSettings
 from controller.metrics import Metrics
 from controller.pipeline import reconcile_pass
-from controller.probing.prober import Prober, ProberSettings
-from controller.sandbox.dataplane import DataPlane, DataPlaneSettings
+from controller.probing.prober import Prober
+from controller.sandbox.dataplane import DataPlane
 from controller.sandbox.emulator import Emulator
 from controller.sandbox.modelserver import EncoderModel
+from controller.settings import AwsSettings, DataPlaneSettings, ProberSettings
 from controller.specs.loading import load_folder
 
 PROBE = ProbeSettings(

@@ -18,7 +18,7 @@ from controller.core.plans import Plan
 from controller.metrics import Metrics
 from controller.runner.daemon import Daemon
 from controller.runner.reconciling import Applied, Level
-from controller.runner.settings import (
+from controller.settings import (
     QueueSettings,
     ResyncSettings,
     RunnerSettings,

@@ -13,8 +13,8 @@ from controller.core.plans import Plan
 from controller.metrics import Metrics
 from controller.runner.reconciling import Applied, Informer, Level, ReconcileError, Reconciler
 from controller.runner.running import Runner, key_label
-from controller.runner.settings import QueueSettings
 from controller.runner.watching import SpecSnapshot
+from controller.settings import QueueSettings
 from controller.specs.loading import SpecSet
 
 

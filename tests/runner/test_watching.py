@@ -11,7 +11,6 @@ from runner_helpers import CLUSTER, DEPLOYMENT
 from watchfiles import Change
 
 from controller.metrics import Metrics
-from controller.runner.settings import ResyncSettings, WatchSettings
 from controller.runner.watching import (
     SpecFilter,
     SpecSource,
@@ -20,6 +19,7 @@ from controller.runner.watching import (
     resync_forever,
     watch_folder,
 )
+from controller.settings import ResyncSettings, WatchSettings
 
 
 def sample(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -> float | None:

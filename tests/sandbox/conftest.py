@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from controller.sandbox.dataplane import DataPlane, DataPlaneSettings
+from controller.sandbox.dataplane import DataPlane
 from controller.sandbox.emulator import Emulator
 from controller.sandbox.modelserver import EncoderModel
+from controller.settings import DataPlaneSettings
 
 
 @pytest.fixture(scope="session")
