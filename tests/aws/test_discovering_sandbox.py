@@ -13,7 +13,7 @@ import pytest
 from controller.aws.clients import AwsClients, AwsSettings, RequestCounter
 from controller.aws.discovering import Discoverer, discover, discover_endpoints
 from controller.probing.endpoints import DiscoveryTarget, is_loopback
-from controller.sandbox.dataplane import DataPlane, DataPlaneSettings
+from controller.sandbox.ecs.dataplane import DataPlane, DataPlaneSettings
 from controller.sandbox.emulator import Emulator
 from controller.sandbox.modelserver import EncoderModel
 

@@ -23,7 +23,7 @@ from controller.probing.endpoints import (
     probe_targets,
 )
 from controller.probing.prober import Prober, ProberSettings
-from controller.sandbox.dataplane import DataPlane, DataPlaneSettings
+from controller.sandbox.ecs.dataplane import DataPlane, DataPlaneSettings
 from controller.sandbox.emulator import Emulator
 from controller.sandbox.modelserver import EncoderModel
 from controller.specs.loading import load_folder

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from controller.sandbox.dataplane import DataPlane, DataPlaneSettings
+from controller.sandbox.ecs.dataplane import DataPlane, DataPlaneSettings
 from controller.sandbox.emulator import Emulator
 from controller.sandbox.modelserver import EncoderModel
 
