@@ -1,6 +1,7 @@
 """Table tests of the pure decisions of the emulated data plane (`controller.sandbox.ecs`):
-placement expressions, host-port bindings, task resources, the gRPC container of a task
-definition, rolling-update bounds, instance addresses, user data and fault tags."""
+placement expressions, which instance fits a task and why not, host-port bindings, task
+resources, the gRPC container of a task definition, rolling-update bounds, instance
+addresses, user data and fault tags."""
 
 from __future__ import annotations
 
@@ -19,12 +20,17 @@ from controller.sandbox.ecs.backends import (
     PortMapping,
 )
 from controller.sandbox.ecs.endpoints import GrpcContainer, grpc_container
-from controller.sandbox.ecs.expressions import expression_matches
+from controller.sandbox.ecs.expressions import ExpressionError, expression_matches
 from controller.sandbox.ecs.faults import TaskFaults, faults_of, parse_duration
 from controller.sandbox.ecs.placement import (
     EPHEMERAL_PORTS,
     Binding,
+    Candidate,
+    Needs,
+    Usage,
     choose_bindings,
+    misfit,
+    spread_rank,
     task_resources,
 )
 from controller.sandbox.ecs.scheduler import rollout_bounds
@@ -80,8 +86,109 @@ def test_placement_expressions(expression: str, matches: bool) -> None:
 
 @pytest.mark.parametrize("expression", ["what is this", "attribute:x", "", "a ~= b"])
 def test_an_unreadable_placement_expression_is_an_error(expression: str) -> None:
-    with pytest.raises(ValueError, match="cannot read placement expression"):
+    with pytest.raises(ExpressionError, match="cannot read placement expression"):
         expression_matches(expression, _INSTANCE.get)
+
+
+# --- which instance fits -------------------------------------------------------------
+
+_GROUP = "service:bert"
+
+
+def _candidate(
+    *,
+    cores: str | None = "4",
+    cpu: int = 4096,
+    memory: int = 7680,
+    instance_type: str = "inf1.xlarge",
+    used: Usage | None = None,
+) -> Candidate:
+    attributes: dict[str, str | None] = {"ecs.instance-type": instance_type}
+    if cores is not None:
+        attributes["ecs-infer.neuron-cores"] = cores
+    return Candidate(
+        id="ci-1",
+        attributes=attributes,
+        cpu=cpu,
+        memory=memory,
+        subject=lambda name: attributes.get(name.removeprefix("attribute:")),
+        used=used or Usage(),
+    )
+
+
+def _needs(*constraints: dict[str, str], cores: int = 1, cpu: int = 0, memory: int = 0) -> Needs:
+    return Needs(group=_GROUP, cores=cores, cpu=cpu, memory=memory, constraints=constraints)
+
+
+_INF2_ONLY = {"type": "memberOf", "expression": "attribute:ecs.instance-type =~ inf2.*"}
+_DISTINCT = {"type": "distinctInstance"}
+_PREFIX = "The closest matching (container-instance ci-1)"
+
+
+@pytest.mark.parametrize(
+    ("needs", "candidate", "expected"),
+    [
+        (_needs(), _candidate(), None),
+        (_needs(cores=4), _candidate(used=Usage(groups={"service:other": 1})), None),
+        (
+            _needs(_INF2_ONLY),
+            _candidate(),
+            (0, f"{_PREFIX} did not match the placement constraints."),
+        ),
+        (_needs(_INF2_ONLY), _candidate(instance_type="inf2.xlarge"), None),
+        (
+            _needs(_DISTINCT),
+            _candidate(used=Usage(cores=1, groups={_GROUP: 1})),
+            (1, f"{_PREFIX} is already running a task of this service (distinctInstance)."),
+        ),
+        (_needs(_DISTINCT), _candidate(used=Usage(groups={"service:other": 3})), None),
+        (
+            _needs(cores=2),
+            _candidate(used=Usage(cores=3)),
+            (2, f"{_PREFIX} has insufficient NeuronCores available (1 free, 2 needed)."),
+        ),
+        (
+            _needs(),
+            _candidate(cores=None),  # an instance without NeuronCores
+            (2, f"{_PREFIX} has insufficient NeuronCores available (0 free, 1 needed)."),
+        ),
+        (_needs(cores=0), _candidate(cores=None), None),  # a task that needs none
+        (
+            _needs(cpu=1024),
+            _candidate(cpu=4096, used=Usage(cpu=3584)),
+            (3, f"{_PREFIX} has insufficient CPU units available."),
+        ),
+        (
+            _needs(memory=4096),
+            _candidate(memory=7680, used=Usage(memory=4096)),
+            (3, f"{_PREFIX} has insufficient memory available."),
+        ),
+        (_needs(cpu=512, memory=3584), _candidate(used=Usage(cpu=3584, memory=4096)), None),
+        (  # the first requirement missed is the reason
+            _needs(_INF2_ONLY, cores=8, cpu=10**6),
+            _candidate(),
+            (0, f"{_PREFIX} did not match the placement constraints."),
+        ),
+    ],
+)
+def test_what_keeps_a_task_off_an_instance(
+    needs: Needs, candidate: Candidate, expected: tuple[int, str] | None
+) -> None:
+    assert misfit(needs, candidate) == expected
+
+
+def test_an_unreadable_constraint_is_an_error_not_a_misfit() -> None:
+    with pytest.raises(ExpressionError):
+        misfit(_needs({"type": "memberOf", "expression": "what is this"}), _candidate())
+
+
+def test_a_service_spreads_over_instances() -> None:
+    needs = _needs()
+    empty = _candidate()
+    one_of_ours = _candidate(used=Usage(groups={_GROUP: 1}))
+    two_others = _candidate(used=Usage(groups={"service:a": 1, "service:b": 1}))
+    ranked = sorted([one_of_ours, two_others, empty], key=lambda c: spread_rank(needs, c))
+    assert ranked == [empty, two_others, one_of_ours]
 
 
 # --- host ports -----------------------------------------------------------------------

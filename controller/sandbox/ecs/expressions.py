@@ -14,6 +14,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+
+class ExpressionError(ValueError):
+    """An expression the language cannot read."""
+
+
 _TERM = re.compile(r"^\s*(\S+)\s*(==|!=|=~|not_in|in|exists)\s*(.*?)\s*$")
 
 
@@ -37,7 +42,7 @@ def _match_value(actual: str | None, operator: str, expected: str) -> bool:
 def expression_matches(expression: str, subject: Callable[[str], str | None]) -> bool:
     """The ECS cluster query language, without parentheses: `or` of `and` of terms.
 
-    ValueError for a term it cannot read (the task is then not placed).
+    ExpressionError for a term it cannot read (the task is then not placed).
     """
     for alternative in re.split(r"\s+(?:or|\|\|)\s+", expression.strip()):
         terms = re.split(r"\s+(?:and|&&)\s+", alternative)
@@ -45,7 +50,7 @@ def expression_matches(expression: str, subject: Callable[[str], str | None]) ->
         for term in terms:
             match = _TERM.match(term)
             if not match:
-                raise ValueError(f"cannot read placement expression {expression!r}")
+                raise ExpressionError(f"cannot read placement expression {expression!r}")
             name, operator, expected = match.groups()
             if not _match_value(subject(name), operator, expected.strip().strip("'\"")):
                 satisfied = False

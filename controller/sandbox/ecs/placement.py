@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controller.core.states import NEURON_CORES_TAG
@@ -54,7 +54,7 @@ from controller.sandbox.ecs.backends import (
     placement_constraints_of,
     tags_of,
 )
-from controller.sandbox.ecs.expressions import expression_matches
+from controller.sandbox.ecs.expressions import ExpressionError, expression_matches
 from controller.sandbox.ecs.tasks import live_tasks
 
 log = logging.getLogger(__name__)
@@ -172,6 +172,82 @@ def usage_of(ecs: EcsBackend, cluster_name: str) -> dict[str, Usage]:
     return usage
 
 
+@dataclass(frozen=True)
+class Needs:
+    """What one task of a service needs from a container instance."""
+
+    group: str  # "service:<name>"
+    cores: int
+    cpu: int
+    memory: int
+    constraints: tuple[PlacementConstraint, ...] = ()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A container instance as placement weighs it."""
+
+    id: str
+    attributes: Mapping[str, str | None]
+    cpu: int  # registered CPU units
+    memory: int  # registered MiB
+    subject: Callable[[str], str | None]  # the instance in the cluster query language
+    used: Usage = field(default_factory=Usage)
+
+    @property
+    def neuron_cores(self) -> int:
+        """The NeuronCores its agent reports (ValueError when that is not a number)."""
+        return int(self.attributes.get(NEURON_CORES_ATTRIBUTE) or 0)
+
+
+def misfit(needs: Needs, candidate: Candidate) -> tuple[int, str] | None:
+    """Why `candidate` cannot take the task, host ports aside: how close it came (higher
+    is closer) and ECS's reason; None when it can. ExpressionError for an unreadable
+    placement expression."""
+    used, ci = candidate.used, candidate.id
+    member_of = all(
+        expression_matches(c.get("expression", ""), candidate.subject)
+        for c in needs.constraints
+        if c.get("type") == "memberOf"
+    )
+    if not member_of:
+        return 0, (
+            f"The closest matching (container-instance {ci}) did not match the "
+            "placement constraints."
+        )
+    distinct = any(c.get("type") == "distinctInstance" for c in needs.constraints)
+    if distinct and used.groups.get(needs.group):
+        return 1, (
+            f"The closest matching (container-instance {ci}) is already running "
+            "a task of this service (distinctInstance)."
+        )
+    instance_cores = candidate.neuron_cores
+    if used.cores + needs.cores > instance_cores:
+        return 2, (
+            f"The closest matching (container-instance {ci}) has insufficient "
+            f"NeuronCores available ({instance_cores - used.cores} free, "
+            f"{needs.cores} needed)."
+        )
+    if used.cpu + needs.cpu > candidate.cpu:
+        return 3, (
+            f"The closest matching (container-instance {ci}) has insufficient CPU units available."
+        )
+    if used.memory + needs.memory > candidate.memory:
+        return 3, (
+            f"The closest matching (container-instance {ci}) has insufficient memory available."
+        )
+    return None
+
+
+_PORT_MISFIT = 4
+
+
+def spread_rank(needs: Needs, candidate: Candidate) -> tuple[int, int, str]:
+    """Lower is better: fewest tasks of the service, then fewest tasks, then the id."""
+    groups = candidate.used.groups
+    return groups.get(needs.group, 0), sum(groups.values()), candidate.id
+
+
 def _subject(
     container_instance: ContainerInstance, instance: Instance | None
 ) -> Callable[[str], str | None]:
@@ -209,94 +285,62 @@ class Placer:
         deployment_id: str,
     ) -> Task | str:
         """Start one task of `service` on the best instance; a reason string if none fits."""
-        candidates = [
+        container_instances = [
             ci
             for ci in ecs.container_instances.get(cluster.name, {}).values()
             if ci.status == "ACTIVE" and ci.agent_connected
         ]
-        if not candidates:
+        if not container_instances:
             return "Reason: No Container Instances were found in your cluster."
         usage = usage_of(ecs, cluster.name)
-        group = f"service:{service.name}"
-        cores = neuron_cores_per_replica(task_definition)
         cpu, memory = task_resources(task_definition.container_definitions)
-        constraints: list[PlacementConstraint] = list(task_definition.placement_constraints or [])
-        constraints += placement_constraints_of(service)
+        needs = Needs(
+            group=f"service:{service.name}",
+            cores=neuron_cores_per_replica(task_definition),
+            cpu=cpu,
+            memory=memory,
+            constraints=(
+                *(task_definition.placement_constraints or []),
+                *placement_constraints_of(service),
+            ),
+        )
         fitting: list[tuple[tuple[int, int, str], ContainerInstance, list[Binding]]] = []
-        closest: tuple[int, str] | None = None
-
-        def miss(rank: int, reason: str) -> None:
-            nonlocal closest
-            if closest is None or rank > closest[0]:
-                closest = (rank, reason)
-
-        for ci in sorted(candidates, key=lambda c: c.registered_at):
-            used = usage.get(ci.container_instance_arn, Usage())
-            subject = _subject(ci, ec2.get_instance_by_id(ci.ec2_instance_id))
+        misses: list[tuple[int, str]] = []
+        for ci in sorted(container_instances, key=lambda c: c.registered_at):
+            candidate = Candidate(
+                id=ci.id,
+                attributes=ci.attributes,
+                cpu=registered(ci, "CPU"),
+                memory=registered(ci, "MEMORY"),
+                subject=_subject(ci, ec2.get_instance_by_id(ci.ec2_instance_id)),
+                used=usage.get(ci.container_instance_arn, Usage()),
+            )
             try:
-                member_of = all(
-                    expression_matches(c.get("expression", ""), subject)
-                    for c in constraints
-                    if c.get("type") == "memberOf"
-                )
-            except ValueError as error:
+                missed = misfit(needs, candidate)
+            except ExpressionError as error:
                 return f"Reason: {error}."
-            if not member_of:
-                miss(
-                    0,
-                    f"The closest matching (container-instance {ci.id}) did not match the "
-                    "placement constraints.",
-                )
-                continue
-            distinct = any(c.get("type") == "distinctInstance" for c in constraints)
-            if distinct and used.groups.get(group):
-                miss(
-                    1,
-                    f"The closest matching (container-instance {ci.id}) is already running "
-                    "a task of this service (distinctInstance).",
-                )
-                continue
-            instance_cores = int(ci.attributes.get(NEURON_CORES_ATTRIBUTE) or 0)
-            if used.cores + cores > instance_cores:
-                miss(
-                    2,
-                    f"The closest matching (container-instance {ci.id}) has insufficient "
-                    f"NeuronCores available ({instance_cores - used.cores} free, {cores} "
-                    "needed).",
-                )
-                continue
-            if used.cpu + cpu > registered(ci, "CPU"):
-                miss(
-                    3,
-                    f"The closest matching (container-instance {ci.id}) has insufficient CPU "
-                    "units available.",
-                )
-                continue
-            if used.memory + memory > registered(ci, "MEMORY"):
-                miss(
-                    3,
-                    f"The closest matching (container-instance {ci.id}) has insufficient "
-                    "memory available.",
-                )
+            if missed is not None:
+                misses.append(missed)
                 continue
             bindings = choose_bindings(
                 task_definition.container_definitions,
                 network_mode=task_definition.network_mode,
-                used=used.ports,
+                used=candidate.used.ports,
                 rng=self._random,
             )
             if bindings is None:
-                miss(
-                    4,
-                    f"The closest matching (container-instance {ci.id}) is already using a "
-                    "port required by your task.",
+                misses.append(
+                    (
+                        _PORT_MISFIT,
+                        f"The closest matching (container-instance {ci.id}) is already using "
+                        "a port required by your task.",
+                    )
                 )
                 continue
-            rank = (used.groups.get(group, 0), sum(used.groups.values()), ci.id)
-            fitting.append((rank, ci, bindings))
+            fitting.append((spread_rank(needs, candidate), ci, bindings))
         if not fitting:
-            assert closest is not None
-            return closest[1]
+            # The closest miss; the first of the closest when several came as close.
+            return max(misses, key=lambda miss: miss[0])[1]
         _, ci, bindings = min(fitting, key=lambda item: item[0])
         task = _start_task(
             ecs,
