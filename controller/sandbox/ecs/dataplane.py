@@ -4,8 +4,9 @@ Owns: `DataPlaneSettings`; one tick, in order, under the emulator's `BACKEND_LOC
 moto's tasks alive, addresses, agents, stopped tasks, crashes, orphans, services, counts,
 forgetting; then the endpoints); running the ticks on the event loop; and starting and
 stopping one model server (`modelserver`) per endpoint, reporting back which tasks
-started and which could not. Must not: decide what a concern owns (each has its module),
-or listen on anything but the loopback addresses the agents give out.
+started and which could not. Must not: make a decision that belongs to a concern (each
+concern has its module; this one only calls them in order), or listen on anything but
+the loopback addresses the agents give out.
 
 Use `async with DataPlane(model=..., aws_port=...)` or `start()` / `stop()`; `step()` runs
 one tick by hand (tests). The moto server must run in this process. A model server that
