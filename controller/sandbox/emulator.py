@@ -2,7 +2,7 @@
 
 Owns: starting and stopping the moto server, resetting it, and seeding the walkthrough's
 prerequisites (instance profile `ecsInstanceRole`, role `ecsTaskExecutionRole`, key pair
-`admin`). Must not: schedule tasks or serve models (see `dataplane` and `modelserver`).
+`admin`). Must not: schedule tasks or serve models (see `ecs` and `modelserver`).
 
 moto keeps its backends in process-wide globals, so the emulated data plane, which runs
 in the same process, can act on them directly (moto has no ECS scheduler of its own).

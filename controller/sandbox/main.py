@@ -107,7 +107,7 @@ async def _serve(
     loading: Future[EncoderModel],
     say: Callable[[str], None],
 ) -> int:
-    from controller.sandbox.dataplane import DataPlane
+    from controller.sandbox.ecs.dataplane import DataPlane
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -181,7 +181,7 @@ def run_sandbox(
     if not structlog.is_configured():  # not started by the CLI
         configure_logging(level="INFO", fmt="console")
     handler = _ConsoleHandler(say)
-    dataplane_log = logging.getLogger("controller.sandbox.dataplane")
+    dataplane_log = logging.getLogger("controller.sandbox.ecs")
     dataplane_log.addHandler(handler)
     dataplane_log.setLevel(logging.INFO)
     dataplane_log.propagate = False

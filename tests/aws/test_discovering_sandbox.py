@@ -13,7 +13,7 @@ import pytest
 from controller.aws.clients import AwsClients, RequestCounter
 from controller.aws.discovering import Discoverer, discover, discover_endpoints
 from controller.core.endpoints import DiscoveryTarget, is_loopback
-from controller.sandbox.dataplane import DataPlane
+from controller.sandbox.ecs.dataplane import DataPlane
 from controller.sandbox.emulator import Emulator
 from controller.sandbox.modelserver import EncoderModel
 from controller.settings import AwsSettings, DataPlaneSettings

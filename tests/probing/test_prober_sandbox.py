@@ -23,7 +23,7 @@ from controller.core.states import ProbeSettings
 from controller.metrics import Metrics
 from controller.pipeline import reconcile_pass
 from controller.probing.prober import Prober
-from controller.sandbox.dataplane import DataPlane
+from controller.sandbox.ecs.dataplane import DataPlane
 from controller.sandbox.emulator import Emulator
 from controller.sandbox.modelserver import EncoderModel
 from controller.settings import AwsSettings, DataPlaneSettings, ProberSettings

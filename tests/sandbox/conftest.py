@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from controller.sandbox.dataplane import DataPlane
+from controller.sandbox.ecs.dataplane import DataPlane
 from controller.sandbox.emulator import Emulator
 from controller.sandbox.modelserver import EncoderModel
 from controller.settings import DataPlaneSettings

@@ -29,7 +29,7 @@ from sandbox_helpers import (
 
 from controller.aws.clients import AwsClients
 from controller.pipeline import reconcile_pass
-from controller.sandbox.dataplane import DataPlane, expression_matches, parse_duration
+from controller.sandbox.ecs.dataplane import DataPlane
 from controller.specs.loading import load_folder
 from controller.tfserving import serving_pb2
 
@@ -300,28 +300,6 @@ async def test_a_task_stopped_through_the_api_is_replaced(dataplane: DataPlane, 
         lambda: (tasks := _running(ecs, 1)) and tasks[0]["taskArn"] != task["taskArn"] and tasks
     )
     await predict(task_address(ecs, ec2, replacement))
-
-
-def test_placement_expressions() -> None:
-    attributes = {"attribute:ecs.instance-type": "inf1.xlarge", "ec2InstanceId": "i-1"}
-    subject = attributes.get
-    assert expression_matches("attribute:ecs.instance-type == inf1.xlarge", subject)
-    assert not expression_matches("attribute:ecs.instance-type != inf1.xlarge", subject)
-    assert expression_matches("attribute:ecs.instance-type =~ inf1.*", subject)
-    assert expression_matches("attribute:ecs.instance-type in [inf2.xlarge, inf1.xlarge]", subject)
-    assert expression_matches("attribute:ecs.os-type exists or ec2InstanceId == i-1", subject)
-    assert not expression_matches(
-        "attribute:ecs.instance-type == inf1.xlarge and ec2InstanceId == i-2", subject
-    )
-    with pytest.raises(ValueError):
-        expression_matches("what is this", subject)
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"), [("250ms", 0.25), ("1.5s", 1.5), ("2", 2.0), ("1m", 60.0)]
-)
-def test_fault_durations(text: str, seconds: float) -> None:
-    assert parse_duration(text) == pytest.approx(seconds)
 
 
 async def test_force_new_deployment_replaces_the_tasks(dataplane: DataPlane, ecs: Any, ec2: Any):
