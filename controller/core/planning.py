@@ -28,20 +28,25 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from controller.core.diffs import (
+    FieldChange,
+    cluster_delta,
+    fits,
+    instance_delta,
+    security_group_delta,
+    service_delta,
+)
 from controller.core.normalising import normalise_task_definition
-from controller.core.plans import Action, FieldChange, Plan, Reason, Verb
+from controller.core.plans import Action, Plan, Reason, Verb
 from controller.core.states import (
     DELETION_POLICY_TAG,
     DEPLOYMENT_TAG,
-    NEURON_CORES_TAG,
     SPEC_HASH_TAG,
     TASK_DEFINITION_HASH_TAG,
     TASK_DEFINITION_TAG,
     DesiredCluster,
     DesiredDeployment,
-    DesiredFleet,
     DesiredState,
-    IngressRule,
     LiveCluster,
     LiveInstance,
     LiveService,
@@ -55,12 +60,6 @@ EMPTY_SPECS_WARNING = "the spec folder is empty: nothing is pruned"
 REVISIONS_KEPT = 3
 # What a service's `taskDefinition` will read once this pass registers a new revision.
 NEW_REVISION = "(new revision)"
-
-# Tags that record what we applied rather than anything a user chose: shown in a diff
-# only when they are all that changed, so that a plan reads as the user's change.
-BOOKKEEPING_TAGS = frozenset(
-    {SPEC_HASH_TAG, TASK_DEFINITION_HASH_TAG, TASK_DEFINITION_TAG, NEURON_CORES_TAG}
-)
 
 # The order in which a plan is applied: creations outside-in, deletions inside-out.
 PHASES: dict[tuple[str, str], int] = {
@@ -270,47 +269,11 @@ class _KeyPlan:
         )
 
 
-def _tag_changes(desired: Mapping[str, str], live: Mapping[str, str]) -> list[FieldChange]:
-    return [
-        FieldChange(f"tags.{key}", live.get(key), value)
-        for key, value in sorted(desired.items())
-        if live.get(key) != value
-    ]
-
-
-def _readable(changes: list[FieldChange]) -> tuple[FieldChange, ...]:
-    """Drop bookkeeping-tag changes from a diff that has user-visible changes."""
-    visible = [c for c in changes if c.path.removeprefix("tags.") not in BOOKKEEPING_TAGS]
-    return tuple(visible or changes)
-
-
 def _reason_by_record(live_tags: Mapping[str, str], spec_hash: str) -> Reason:
     return "drift" if live_tags.get(SPEC_HASH_TAG) == spec_hash else "spec change"
 
 
 # --- clusters ---------------------------------------------------------------------------
-
-
-def _fits(instance: LiveInstance, fleet: DesiredFleet) -> bool:
-    market_ok = instance.lifecycle == fleet.market or (
-        fleet.market == "spot" and fleet.on_demand_fallback and instance.lifecycle == "on-demand"
-    )
-    return (
-        market_ok
-        and instance.instance_type == fleet.instance_type
-        and instance.image_id == fleet.image_id
-    )
-
-
-def _instance_changes(instance: LiveInstance, fleet: DesiredFleet) -> tuple[FieldChange, ...]:
-    changes = []
-    if instance.instance_type != fleet.instance_type:
-        changes.append(FieldChange("instanceType", instance.instance_type, fleet.instance_type))
-    if instance.image_id != fleet.image_id:
-        changes.append(FieldChange("imageId", instance.image_id, fleet.image_id))
-    if not _fits(instance, fleet) and instance.lifecycle != fleet.market:
-        changes.append(FieldChange("market", instance.lifecycle, fleet.market))
-    return tuple(changes)
 
 
 def _newest_first(instances: Iterable[LiveInstance]) -> list[LiveInstance]:
@@ -320,12 +283,12 @@ def _newest_first(instances: Iterable[LiveInstance]) -> list[LiveInstance]:
 def _plan_fleet(out: _KeyPlan, cluster: DesiredCluster, instances: Iterable[LiveInstance]) -> None:
     fleet = cluster.fleet
     alive = [i for i in instances if i.alive and is_managed(i.tags)]
-    misfits = _newest_first(i for i in alive if not _fits(i, fleet))
-    fits = _newest_first(i for i in alive if _fits(i, fleet))
+    misfits = _newest_first(i for i in alive if not fits(i, fleet))
+    fitting = _newest_first(i for i in alive if fits(i, fleet))
     # Scale in by dropping misfits first (they would be replaced anyway), then the
     # newest instances: the oldest have the warmest caches and the longest-placed tasks.
     excess = max(len(alive) - fleet.count, 0)
-    doomed = (misfits + fits)[:excess]
+    doomed = (misfits + fitting)[:excess]
     for instance in doomed:
         out.add(
             _instance_action("delete", instance.instance_id, cluster, "spec change", live=instance)
@@ -339,7 +302,7 @@ def _plan_fleet(out: _KeyPlan, cluster: DesiredCluster, instances: Iterable[Live
                 cluster,
                 "spec change",  # an instance cannot change type or image in place
                 live=instance,
-                fields=_instance_changes(instance, fleet),
+                fields=instance_delta(instance, fleet).changes,
             )
         )
     kept = len(alive) - len(doomed)
@@ -376,10 +339,6 @@ def _instance_action(
         live=live,
         key=cluster_key(cluster.name),
     )
-
-
-def _rule_text(rule: IngressRule) -> str:
-    return f"{rule.protocol}/{rule.port} from {rule.cidr}"
 
 
 def _plan_security_group(out: _KeyPlan, cluster: DesiredCluster, observed: ObservedState) -> None:
@@ -421,7 +380,8 @@ def _plan_security_group(out: _KeyPlan, cluster: DesiredCluster, observed: Obser
         )
         return
     reason = _reason_by_record(live.tags, desired.tags.get(SPEC_HASH_TAG, ""))
-    if live.vpc_id != desired.vpc_id:
+    changes = security_group_delta(desired, live)
+    if changes.touches("vpcId"):
         out.add(
             Action(
                 verb="replace",
@@ -429,17 +389,13 @@ def _plan_security_group(out: _KeyPlan, cluster: DesiredCluster, observed: Obser
                 id=live.group_id,
                 reason=reason,
                 cluster=cluster.name,
-                fields=(FieldChange("vpcId", live.vpc_id, desired.vpc_id),),
+                fields=tuple(c for c in changes.changes if c.path == "vpcId"),
                 desired=desired,
                 live=live,
                 key=key,
             )
         )
         return
-    wanted = set(desired.ingress)
-    changes = [FieldChange("ingress", None, _rule_text(r)) for r in sorted(wanted - live.ingress)]
-    changes += [FieldChange("ingress", _rule_text(r), None) for r in sorted(live.ingress - wanted)]
-    changes += _tag_changes(desired.tags, live.tags)
     if changes:
         out.add(
             Action(
@@ -448,7 +404,7 @@ def _plan_security_group(out: _KeyPlan, cluster: DesiredCluster, observed: Obser
                 id=live.group_id,
                 reason=reason,
                 cluster=cluster.name,
-                fields=_readable(changes),
+                fields=changes.readable(),
                 desired=desired,
                 live=live,
                 key=key,
@@ -481,11 +437,11 @@ def _plan_desired_cluster(out: _KeyPlan, cluster: DesiredCluster, observed: Obse
             )
         )
     else:
-        changes = _tag_changes(cluster.tags, live.tags)
+        changes = cluster_delta(cluster, live)
         if changes:
             # No applied-spec record on clusters: a tag that is gone was removed by
             # someone (drift); a tag with another value follows a spec change.
-            removed = all(change.before is None for change in changes)
+            removed = all(change.before is None for change in changes.changes)
             out.add(
                 Action(
                     verb="update",
@@ -493,7 +449,7 @@ def _plan_desired_cluster(out: _KeyPlan, cluster: DesiredCluster, observed: Obse
                     id=name,
                     reason="drift" if removed else "spec change",
                     cluster=name,
-                    fields=tuple(changes),
+                    fields=changes.changes,
                     desired=cluster,
                     live=live,
                     key=key,
@@ -700,22 +656,7 @@ def _plan_service(
             detect_only=detect,
         )
         return
-    changes: list[FieldChange] = []
-    if service.desired_count != desired.desired_count:
-        changes.append(FieldChange("desiredCount", service.desired_count, desired.desired_count))
-    if target.arn is None or service.task_definition != target.arn:
-        changes.append(FieldChange("taskDefinition", service.task_definition, target.display))
-    if [dict(c) for c in service.placement_constraints] != [
-        dict(c) for c in desired.placement_constraints
-    ]:
-        changes.append(
-            FieldChange(
-                "placementConstraints",
-                [dict(c) for c in service.placement_constraints],
-                [dict(c) for c in desired.placement_constraints],
-            )
-        )
-    changes += _tag_changes({**desired.tags, TASK_DEFINITION_TAG: target.display}, service.tags)
+    changes = service_delta(desired, service, revision=target.display, ignore=deployment.ignore)
     if not changes:
         return
     out.add(
@@ -726,7 +667,7 @@ def _plan_service(
             reason=_reason_by_record(service.tags, desired.spec_hash),
             cluster=desired.cluster,
             deployment=deployment.name,
-            fields=_readable(changes),
+            fields=changes.readable(),
             desired=desired,
             live=service,
             key=key,

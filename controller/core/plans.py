@@ -14,6 +14,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from controller.core.diffs import FieldChange
+
+__all__ = ["PAST_TENSE", "Action", "FieldChange", "Plan", "Reason", "ResourceKind", "Verb"]
+
 Verb = Literal["create", "update", "replace", "delete"]
 ResourceKind = Literal["cluster", "security-group", "instance", "task-definition", "service"]
 Reason = Literal["missing", "spec change", "drift", "orphan"]
@@ -24,13 +28,6 @@ PAST_TENSE: dict[str, str] = {
     "replace": "replaced",
     "delete": "deleted",
 }
-
-
-@dataclass(frozen=True)
-class FieldChange:
-    path: str  # e.g. "desiredCount", "containerDefinitions[0].image"
-    before: Any  # JSON-serialisable; None when absent
-    after: Any
 
 
 @dataclass(frozen=True, kw_only=True)

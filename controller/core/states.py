@@ -148,6 +148,9 @@ class DesiredDeployment:
     task_definition: DesiredTaskDefinition
     service: DesiredService
     probe: ProbeSettings
+    ignore: frozenset[str] = frozenset()
+    """Field paths of the service (`diffs`) that others own: neither drift nor corrected,
+    in the plan and in what apply writes. `spec.ignore` (CONTRACT §7) will fill it."""
 
 
 @dataclass(frozen=True, kw_only=True)
