@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import structlog
@@ -32,7 +32,7 @@ from controller.core.states import (
     MANAGED_BY,
     MANAGED_BY_VALUE,
     AccountFacts,
-    IngressRule,
+    IngressRange,
     LiveCluster,
     LiveDeployment,
     LiveInstance,
@@ -40,6 +40,7 @@ from controller.core.states import (
     LiveService,
     LiveTaskDefinition,
     ObservedState,
+    family_of,
 )
 
 if TYPE_CHECKING:
@@ -52,9 +53,6 @@ _T = TypeVar("_T")
 DESCRIBE_CLUSTERS_BATCH = 100
 DESCRIBE_SERVICES_BATCH = 10
 GET_PARAMETERS_BATCH = 10
-# Port ranges wider than this are kept as their first port only: a managed group never
-# opens ranges, so a wide one is drift either way and need not be expanded.
-MAX_EXPANDED_PORTS = 1024
 # From this many families to read, list the account's families first (see
 # `read_task_definitions`).
 LIST_FAMILIES_FROM = 10
@@ -320,23 +318,12 @@ def live_security_group(raw: Mapping[str, Any]) -> LiveSecurityGroup:
         group_id=raw["GroupId"],
         name=raw.get("GroupName", ""),
         vpc_id=raw.get("VpcId", ""),
-        ingress=frozenset(ingress_rules(raw.get("IpPermissions", ()))),
+        ranges=ingress_ranges(raw.get("IpPermissions", ())),
         tags=ec2_tags(raw.get("Tags")),
     )
 
 
-@dataclass(frozen=True, order=True)
-class IngressRange:
-    """One ingress rule as EC2 stores it: a protocol, a port range (-1, -1 for all
-    ports) and one CIDR."""
-
-    protocol: str
-    first: int
-    last: int
-    cidr: str
-
-
-def ingress_ranges(permissions: Iterable[Mapping[str, Any]]) -> set[IngressRange]:
+def ingress_ranges(permissions: Iterable[Mapping[str, Any]]) -> frozenset[IngressRange]:
     """A group's `IpPermissions` as read, one range per (permission, CIDR)."""
     ranges: set[IngressRange] = set()
     for permission in permissions:
@@ -345,21 +332,7 @@ def ingress_ranges(permissions: Iterable[Mapping[str, Any]]) -> set[IngressRange
         last = int(permission.get("ToPort", first))
         for cidr in permission.get("IpRanges", ()):
             ranges.add(IngressRange(protocol, first, last, str(cidr["CidrIp"])))
-    return ranges
-
-
-def ingress_rules(permissions: Iterable[Mapping[str, Any]]) -> list[IngressRule]:
-    """One rule per (port, CIDR); port ranges expanded, "all traffic" as port -1."""
-    rules: set[IngressRule] = set()
-    for found in ingress_ranges(permissions):
-        if found.first < 0 or found.protocol == "-1":
-            ports: Iterable[int] = [-1]
-        elif found.last - found.first >= MAX_EXPANDED_PORTS:
-            ports = [found.first]
-        else:
-            ports = range(found.first, found.last + 1)
-        rules.update(IngressRule(port, found.cidr, found.protocol) for port in ports)
-    return sorted(rules)
+    return frozenset(ranges)
 
 
 async def read_instances(clients: AwsClients) -> dict[str, tuple[LiveInstance, ...]]:
@@ -408,6 +381,7 @@ def live_instance(raw: Mapping[str, Any]) -> LiveInstance:
         private_ip=raw.get("PrivateIpAddress"),
         launch_time=launched.timestamp() if launched is not None else 0.0,
         tags=ec2_tags(raw.get("Tags")),
+        subnet_id=raw.get("SubnetId"),
     )
 
 
@@ -465,8 +439,3 @@ def live_task_definition(response: Mapping[str, Any]) -> LiveTaskDefinition | No
         content=normalise_task_definition(raw),
         tags=ecs_tags(response.get("tags")),
     )
-
-
-def family_of(task_definition_arn: str) -> str:
-    """`arn:aws:ecs:r:a:task-definition/ecs-neuron:3` -> `ecs-neuron`."""
-    return task_definition_arn.rsplit("/", 1)[-1].rsplit(":", 1)[0]

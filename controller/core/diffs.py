@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from controller.core.payloads import SyncIngress
 from controller.core.states import (
     NEURON_CORES_TAG,
     SPEC_HASH_TAG,
@@ -28,6 +29,7 @@ from controller.core.states import (
     DesiredFleet,
     DesiredSecurityGroup,
     DesiredService,
+    IngressRange,
     IngressRule,
     LiveCluster,
     LiveInstance,
@@ -102,6 +104,10 @@ def tag_changes(desired: Mapping[str, str], live: Mapping[str, str]) -> list[Fie
     ]
 
 
+def tags_to_write(desired: Mapping[str, str], live: Mapping[str, str]) -> dict[str, str]:
+    return delta(tag_changes(desired, live)).tags()
+
+
 # --- per resource kind ------------------------------------------------------------------
 
 
@@ -128,6 +134,44 @@ def security_group_delta(
     changes += [FieldChange("ingress", rule_text(r), None) for r in sorted(live.ingress - wanted)]
     changes += tag_changes(desired.tags, live.tags)
     return delta(changes, ignore=ignore)
+
+
+def merge_ranges(rules: Iterable[IngressRule]) -> frozenset[IngressRange]:
+    """The rules with neighbouring ports of one protocol and CIDR merged into ranges, so
+    that deployments on ports 8500, 8501, ... take one rule of the group's limit (60 by
+    default), not one each."""
+    ports: dict[tuple[str, str], list[int]] = {}
+    for rule in rules:
+        ports.setdefault((rule.protocol, rule.cidr), []).append(rule.port)
+    ranges: set[IngressRange] = set()
+    for (protocol, cidr), found in ports.items():
+        if protocol == "-1" or -1 in found:
+            ranges.add(IngressRange(protocol, -1, -1, cidr))
+            continue
+        run: list[int] = []
+        for port in sorted(set(found)):
+            if run and port != run[-1] + 1:
+                ranges.add(IngressRange(protocol, run[0], run[-1], cidr))
+                run = []
+            run.append(port)
+        if run:
+            ranges.add(IngressRange(protocol, run[0], run[-1], cidr))
+    return frozenset(ranges)
+
+
+def ingress_sync(
+    desired: Iterable[IngressRule],
+    live: frozenset[IngressRange],
+    *,
+    ignore: frozenset[str] = NO_IGNORE,
+) -> SyncIngress:
+    """The ranges to authorize and revoke, compared as EC2 stores them, so that what is
+    revoked is exactly what was read. The per-port view of `security_group_delta` and
+    this sync agree: equal ranges expand to equal rules."""
+    if is_ignored("ingress", ignore):
+        return SyncIngress()
+    wanted = merge_ranges(desired)
+    return SyncIngress(authorize=wanted - live, revoke=live - wanted)
 
 
 def market_fits(instance: LiveInstance, fleet: DesiredFleet) -> bool:

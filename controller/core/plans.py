@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from controller.core.diffs import FieldChange
+from controller.core.payloads import Payload
 
 __all__ = ["PAST_TENSE", "Action", "FieldChange", "Plan", "Reason", "ResourceKind", "Verb"]
 
@@ -39,16 +40,11 @@ class Action:
     cluster: str
     deployment: str | None = None
     fields: tuple[FieldChange, ...] = ()
-    # What the shell needs to carry the action out: the Desired* object for
-    # create/update/replace, the Live* object for update/replace/delete.
-    desired: Any = None
-    live: Any = None
+    # Exactly what the shell writes (`payloads`); None only in plans made by hand for
+    # tests of what merely reads a plan (the shell refuses to carry it out).
+    payload: Payload | None = None
     # The work-queue key this action belongs to: "cluster/<name>" or "deployment/<name>".
     key: str = ""
-    # Service create/update only: the task-definition revision to set on the service.
-    # None = the revision registered by this plan's task-definition `create` action of
-    # the same family (always earlier in the plan, under the same key).
-    task_definition_arn: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -17,7 +17,7 @@ Conventions:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,6 +39,11 @@ TASK_DEFINITION_TAG = "ecs-infer:task-definition"
 
 def is_managed(tags: Mapping[str, str]) -> bool:
     return tags.get(MANAGED_BY) == MANAGED_BY_VALUE
+
+
+def family_of(task_definition_arn: str) -> str:
+    """`arn:aws:ecs:r:a:task-definition/ecs-neuron:3` (or `ecs-neuron:3`) -> `ecs-neuron`."""
+    return task_definition_arn.rsplit("/", 1)[-1].rsplit(":", 1)[0]
 
 
 # --- facts about the account, read before the desired state can be built --------------
@@ -177,13 +182,48 @@ class LiveCluster:
     tags: Mapping[str, str]
 
 
+# Port ranges wider than this are kept as their first port only: a managed group never
+# opens ranges, so a wide one is drift either way and need not be expanded.
+MAX_EXPANDED_PORTS = 1024
+
+
+@dataclass(frozen=True, order=True)
+class IngressRange:
+    """One ingress rule as EC2 stores it: a protocol, a port range (-1, -1 for all
+    ports) and one CIDR."""
+
+    protocol: str
+    first: int
+    last: int
+    cidr: str
+
+
+def expand_ranges(ranges: Iterable[IngressRange]) -> frozenset[IngressRule]:
+    """One rule per (port, CIDR); port ranges expanded, "all traffic" as port -1."""
+    rules: set[IngressRule] = set()
+    for found in ranges:
+        if found.first < 0 or found.protocol == "-1":
+            ports: Iterable[int] = [-1]
+        elif found.last - found.first >= MAX_EXPANDED_PORTS:
+            ports = [found.first]
+        else:
+            ports = range(found.first, found.last + 1)
+        rules.update(IngressRule(port, found.cidr, found.protocol) for port in ports)
+    return frozenset(rules)
+
+
 @dataclass(frozen=True, kw_only=True)
 class LiveSecurityGroup:
     group_id: str
     name: str
     vpc_id: str
-    ingress: frozenset[IngressRule]  # one rule per (port, cidr); ranges expanded
+    ranges: frozenset[IngressRange]  # as read: what a sync revokes is exactly this
     tags: Mapping[str, str]
+
+    @property
+    def ingress(self) -> frozenset[IngressRule]:
+        """The rules per (port, CIDR): the plan's view, compared with the spec's."""
+        return expand_ranges(self.ranges)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,6 +236,7 @@ class LiveInstance:
     private_ip: str | None
     launch_time: float  # epoch seconds
     tags: Mapping[str, str]
+    subnet_id: str | None = None  # where it runs: launches spread by it
 
     @property
     def alive(self) -> bool:

@@ -22,7 +22,21 @@ from controller.aws.clients import AwsClients, AwsSettings, RequestCounter
 from controller.aws.errors import TerminalError, TransientError
 from controller.aws.observing import live_service
 from controller.aws.passes import read_world, reconcile_pass
+from controller.core.diffs import ingress_sync, merge_ranges
+from controller.core.payloads import (
+    CreateCluster,
+    CreateSecurityGroup,
+    DeleteService,
+    ExistingRevision,
+    ReplaceInstance,
+    ReplaceSecurityGroup,
+    SyncIngress,
+    UpdateSecurityGroup,
+    UpdateService,
+)
+from controller.core.planning.clusters import group_creation
 from controller.core.plans import Action, Plan
+from controller.core.states import LiveSecurityGroup
 from controller.sandbox.emulator import Emulator
 from controller.specs.loading import SpecSet
 
@@ -120,6 +134,7 @@ async def test_unmanaged_same_named_service_is_left_alone(
 
     # Even a plan that asks for it is refused: the shell re-reads the live tags.
     desired = result.desired.deployments["bert"].service
+    seen = live_service(live, cluster=CLUSTER)
     forced = Plan(
         actions=(
             Action(
@@ -129,10 +144,13 @@ async def test_unmanaged_same_named_service_is_left_alone(
                 reason="drift",
                 cluster=CLUSTER,
                 deployment="bert",
-                desired=desired,
-                live=live_service(live, cluster=CLUSTER),
+                payload=UpdateService(
+                    desired=desired,
+                    revision=ExistingRevision(arn=theirs),
+                    desired_count=desired.desired_count,
+                    tags=desired.tags,
+                ),
                 key="deployment/bert",
-                task_definition_arn=theirs,
             ),
             Action(
                 verb="delete",
@@ -140,7 +158,7 @@ async def test_unmanaged_same_named_service_is_left_alone(
                 id=SERVICE,
                 reason="orphan",
                 cluster=CLUSTER,
-                live=live_service(live, cluster=CLUSTER),
+                payload=DeleteService(cluster=seen.cluster, name=seen.name),
                 key="deployment/bert",
             ),
         )
@@ -170,7 +188,7 @@ async def test_unmanaged_same_named_cluster_is_never_recreated(
                 id=CLUSTER,
                 reason="missing",
                 cluster=CLUSTER,
-                desired=desired,
+                payload=CreateCluster(name=desired.name, tags=desired.tags),
                 key=f"cluster/{CLUSTER}",
             ),
         )
@@ -239,7 +257,10 @@ async def test_instance_type_change_replaces_each_instance_once(
     ]
     assert sorted(i["InstanceType"] for i in alive) == ["inf1.2xlarge", "inf1.2xlarge"]
     replaced = {tags_of(i["Tags"], key="Key")[REPLACES_TAG] for i in alive}
-    assert replaced == {a.live.instance_id for a in planned.actions}
+    assert replaced == {
+        a.payload.instance_id for a in planned.actions if isinstance(a.payload, ReplaceInstance)
+    }
+    assert len(replaced) == 2
 
 
 async def test_spot_refused_everywhere_falls_back_to_on_demand(aws: Emulator) -> None:
@@ -356,7 +377,10 @@ async def test_security_group_replace_creates_in_the_new_vpc_and_drops_the_old(
                     id=desired.name,
                     reason="missing",
                     cluster=CLUSTER,
-                    desired=desired,
+                    payload=CreateSecurityGroup(
+                        desired=desired,
+                        ingress=SyncIngress(authorize=merge_ranges(desired.ingress)),
+                    ),
                     key=f"cluster/{CLUSTER}",
                 ),
             )
@@ -377,8 +401,13 @@ async def test_security_group_replace_creates_in_the_new_vpc_and_drops_the_old(
                     id=old.group_id,
                     reason="spec change",
                     cluster=CLUSTER,
-                    desired=moved,
-                    live=old,
+                    payload=ReplaceSecurityGroup(
+                        group_id=old.group_id,
+                        create=CreateSecurityGroup(
+                            desired=moved,
+                            ingress=SyncIngress(authorize=merge_ranges(moved.ingress)),
+                        ),
+                    ),
                     key=f"cluster/{CLUSTER}",
                 ),
             )
@@ -411,17 +440,29 @@ async def test_neighbouring_ports_take_one_rule_and_a_removed_port_splits_it(
     def rules(ports: Any) -> tuple[IngressRule, ...]:
         return tuple(IngressRule(port=port, cidr=cidr) for port in sorted(ports))
 
-    def group_action(verb: str, ingress: tuple[IngressRule, ...], live: Any = None) -> Plan:
+    def group_action(
+        verb: str, ingress: tuple[IngressRule, ...], live: LiveSecurityGroup | None = None
+    ) -> Plan:
+        wanted = replace(desired, ingress=ingress)
+        create = group_creation(wanted)
+        payload: CreateSecurityGroup | UpdateSecurityGroup = create
+        if live is not None:  # the sync the planner makes: as EC2 stores the rules
+            payload = UpdateSecurityGroup(
+                group_id=live.group_id,
+                cluster=CLUSTER,
+                ingress=ingress_sync(ingress, live.ranges),
+                tags={},
+                create=create,
+            )
         return Plan(
             actions=(
                 PlanAction(
-                    verb=verb,
+                    verb=verb,  # type: ignore[arg-type]
                     resource="security-group",
                     id=desired.name,
                     reason="missing" if verb == "create" else "spec change",
                     cluster=CLUSTER,
-                    desired=replace(desired, ingress=ingress),
-                    live=live,
+                    payload=payload,
                     key=f"cluster/{CLUSTER}",
                 ),
             )
