@@ -31,7 +31,7 @@ from controller.aws.applying import apply_plan
 from controller.aws.clients import AwsClients, AwsSettings
 from controller.aws.discovering import Discoverer
 from controller.aws.errors import AwsError
-from controller.aws.passes import guard_empty, read_world
+from controller.aws.passes import read_world
 from controller.core.planning import plan as plan_all
 from controller.core.plans import Plan
 from controller.metrics import Metrics
@@ -58,7 +58,7 @@ class AwsShell:
     async def read_level(self, specs: SpecSet) -> Level:
         started = time.monotonic()
         world = await read_world(specs, clients=self.clients)
-        planned = guard_empty(specs, plan_all(world.desired, world.observed))
+        planned = plan_all(world.desired, world.observed)
         return Level(
             specs=specs,
             desired=world.desired,

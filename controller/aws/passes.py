@@ -10,8 +10,8 @@ steps: `read_world` once per resync, then `plan_cluster` / `plan_deployment` (or
 `world.plan.for_key`) and `apply_plan` per key.
 Must not: decide anything itself (the core plans), retry, or wait for rollouts.
 
-An empty spec folder never deletes anything: the planner drops deletes for it, and this
-module drops every action as well, as a second guard (CONTRACT §5).
+An empty spec folder never deletes anything: the planner's one guard
+(`core.planning.pruning.guard_empty_folder`) plans no action at all for it (CONTRACT §5).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from controller.aws.errors import AwsError, TerminalError
 from controller.aws.observing import observe, observe_task_definitions, read_facts
 from controller.aws.waiting import ServiceRollout, ServiceTarget, WaitSettings, wait_until_stable
 from controller.core.desired import DesiredStateError, ami_parameters_needed, desired_state
-from controller.core.planning import EMPTY_SPECS_WARNING, families_to_read, plan
+from controller.core.planning import families_to_read, plan
 from controller.core.plans import Plan
 from controller.core.states import DesiredState, ObservedState
 from controller.specs.loading import SpecSet
@@ -109,16 +109,6 @@ async def read_world(specs: SpecSet, *, clients: AwsClients) -> World:
     return World(desired=desired, observed=observed)
 
 
-def guard_empty(specs: SpecSet, planned: Plan) -> Plan:
-    """No action at all for an empty folder, whatever the planner said."""
-    if not specs.is_empty or not planned.actions:
-        return planned
-    warnings = planned.warnings
-    if EMPTY_SPECS_WARNING not in warnings:
-        warnings = (EMPTY_SPECS_WARNING, *warnings)
-    return Plan(actions=(), detected_drift=planned.detected_drift, warnings=warnings)
-
-
 async def reconcile_pass(specs: SpecSet, *, clients: AwsClients, apply: bool) -> PassResult:
     """One pass over every key: plan, and when `apply`, carry the plan out.
 
@@ -127,7 +117,7 @@ async def reconcile_pass(specs: SpecSet, *, clients: AwsClients, apply: bool) ->
     """
     started = time.monotonic()
     world = await read_world(specs, clients=clients)
-    planned = guard_empty(specs, plan(world.desired, world.observed))
+    planned = plan(world.desired, world.observed)
     report = None
     if apply and planned.actions:
         report = await apply_plan(clients, planned, observed=world.observed)
