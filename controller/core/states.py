@@ -290,6 +290,40 @@ class LiveService:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LiveContainerInstance:
+    """An EC2 instance as ECS sees it: registered in a cluster, with what it offers."""
+
+    arn: str
+    cluster: str
+    ec2_instance_id: str
+    status: str  # ACTIVE, DRAINING, REGISTERING, DEREGISTERING, INACTIVE
+    agent_connected: bool
+    running_tasks: int
+    pending_tasks: int
+    # Integer resources (CPU, MEMORY, and whatever the agent registers), by name.
+    registered: Mapping[str, int] = field(default_factory=dict)
+    remaining: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveTask:
+    """A task that runs or is meant to: what runs where, with which revision."""
+
+    arn: str
+    cluster: str
+    group: str  # "service:<name>" for a service's tasks
+    task_definition: str  # ARN
+    container_instance: str | None  # ARN; None for a task not placed yet
+    last_status: str  # PROVISIONING, PENDING, RUNNING, ... STOPPED
+    desired_status: str
+
+    @property
+    def service(self) -> str | None:
+        prefix = "service:"
+        return self.group.removeprefix(prefix) if self.group.startswith(prefix) else None
+
+
+@dataclass(frozen=True, kw_only=True)
 class ObservedState:
     facts: AccountFacts
     # Every cluster named by a spec, and every managed cluster (by tag), by name.
@@ -303,3 +337,10 @@ class ObservedState:
     # Task definition revisions read for a family (ACTIVE ones, oldest first). Only the
     # families `planning.families_to_read` asks for are read: a no-op pass reads none.
     task_definitions: Mapping[str, tuple[LiveTaskDefinition, ...]]
+    # Container instances of the ACTIVE clusters above, by cluster.
+    container_instances: Mapping[str, tuple[LiveContainerInstance, ...]] = field(
+        default_factory=dict
+    )
+    # Tasks of the ACTIVE clusters above that are meant to run (desired RUNNING), by
+    # cluster: what runs where, with its task definition.
+    tasks: Mapping[str, tuple[LiveTask, ...]] = field(default_factory=dict)

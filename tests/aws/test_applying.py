@@ -351,9 +351,11 @@ async def test_noop_pass_cost_grows_with_batches_not_services(
     assert noop.plan.in_sync
     assert counter.writes() == {}
     # vpcs, subnets, ssm, list+describe clusters, groups, instances, list_services,
-    # and ceil(25 / 10) = 3 describe_services.
+    # and ceil(25 / 10) = 3 describe_services; what runs where: list_container_instances
+    # and list_tasks (moto registers no container instance and starts no task here).
     assert counter.count("ecs.DescribeServices") == 3
-    assert counter.total == 11, counter.by_operation()
+    assert counter.count("ecs.ListContainerInstances") == counter.count("ecs.ListTasks") == 1
+    assert counter.total == 11 + 2, counter.by_operation()
 
 
 async def test_security_group_replace_creates_in_the_new_vpc_and_drops_the_old(
