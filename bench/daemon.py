@@ -178,8 +178,8 @@ async def resync_calls(
     from controller.aws.clients import AwsClients, RequestCounter
     from controller.aws.discovering import Discoverer
     from controller.core.endpoints import discovery_targets
-    from controller.daemon import AwsShell
     from controller.logs import configure_logging
+    from controller.pipeline import AwsShell
     from controller.specs.loading import load_folder
 
     configure_logging(level="WARNING")  # on stderr: stdout is the figures (`--json`)

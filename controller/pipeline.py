@@ -11,8 +11,8 @@ applied per key. It sits above the core (which decides) and the AWS shell (which
 and writes), so that neither drives the other.
 Must not: decide anything itself (the core plans), retry, or wait for rollouts.
 
-An empty spec folder never deletes anything: the planner drops deletes for it, and this
-module drops every action as well, as a second guard (CONTRACT §5).
+An empty spec folder never deletes anything: the planner's one guard
+(`core.planning.pruning.guard_empty_folder`) plans no action at all for it (CONTRACT §5).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from controller.aws.errors import AwsError
 from controller.aws.observing import observe, observe_task_definitions, read_facts
 from controller.aws.waiting import ServiceRollout, ServiceTarget, wait_until_stable
 from controller.core.desired import ami_parameters_needed, desired_state
-from controller.core.planning import EMPTY_SPECS_WARNING, families_to_read, plan
+from controller.core.planning import families_to_read, plan
 from controller.core.plans import Plan
 from controller.core.states import DesiredState, ObservedState
 from controller.runner.reconciling import Applied, Level
@@ -111,24 +111,6 @@ async def read_world(specs: SpecSet, *, clients: AwsClients) -> World:
     return World(desired=desired, observed=observed)
 
 
-def plan_world(world: World) -> Plan:
-    """The plan of every key; keys whose specs the account cannot resolve hold an error
-    instead of actions."""
-    return plan(world.desired, world.observed).excluding(world.desired.unresolved())
-
-
-def guard_empty(specs: SpecSet, planned: Plan) -> Plan:
-    """No action at all for an empty folder, whatever the planner said."""
-    if not specs.is_empty or not planned.actions:
-        return planned
-    warnings = planned.warnings
-    if EMPTY_SPECS_WARNING not in warnings:
-        warnings = (EMPTY_SPECS_WARNING, *warnings)
-    return Plan(
-        actions=(), detected_drift=planned.detected_drift, warnings=warnings, errors=planned.errors
-    )
-
-
 async def reconcile_pass(specs: SpecSet, *, clients: AwsClients, apply: bool) -> PassResult:
     """One pass over every key: plan, and when `apply`, carry the plan out.
 
@@ -137,10 +119,10 @@ async def reconcile_pass(specs: SpecSet, *, clients: AwsClients, apply: bool) ->
     """
     started = time.monotonic()
     world = await read_world(specs, clients=clients)
-    planned = guard_empty(specs, plan_world(world))
+    planned = plan(world.desired, world.observed)
     report = None
     if apply and planned.actions:
-        report = await apply_plan(clients, planned, observed=world.observed)
+        report = await apply_plan(clients, planned)
     elif apply:
         report = ApplyReport()
     result = PassResult(
@@ -167,7 +149,7 @@ class AwsShell:
     async def read_level(self, specs: SpecSet) -> Level:
         started = time.monotonic()
         world = await read_world(specs, clients=self.clients)
-        planned = guard_empty(specs, plan_world(world))
+        planned = plan(world.desired, world.observed)
         return Level(
             specs=specs,
             desired=world.desired,
@@ -178,7 +160,7 @@ class AwsShell:
         )
 
     async def apply(self, plan: Plan, *, level: Level) -> Applied:
-        report = await apply_plan(self.clients, plan, observed=level.observed)
+        report = await apply_plan(self.clients, plan)
         return Applied(
             changed=tuple(item.action for item in report.applied if item.outcome != "unchanged"),
             attempted=bool(report.applied) or report.failed is not None,

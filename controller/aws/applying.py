@@ -1,17 +1,22 @@
 """Carrying out a plan: each action, in order, as AWS writes.
 
 Owns: the write calls (create/update/delete of clusters, security groups, instances,
-task definitions and services), their idempotency, and the ownership check before any
-change. Must not: decide what to change (`controller.core.planning` did), or wait for
+task definitions and services), each driven by the action's typed payload
+(`controller.core.payloads`), their idempotency, and the ownership check before any
+change. Must not: decide what to change or compare desired with live (the core's
+`planning` and `diffs` did: a payload says exactly which write to send), or wait for
 services to settle (`waiting`).
 
 Idempotency cannot rest on AWS: moto ignores client tokens, `create_cluster` and
 `create_service` with an existing name *replace* the resource, and a crash between a
 write and the next observe leaves an intent half done. So every create reads first,
 right before it writes, by name or by tags, and turns into "unchanged" when the intent
-is already met; an instance launch counts the cluster's live matching instances just
-before `run_instances`. Every update or delete re-reads the live tags and refuses a
-resource without the managed-by tag (CONTRACT §5).
+is already met (judged by the core's own predicates: `diffs.fits`,
+`deployments.is_registered`, and `diffs.ingress_sync` / `diffs.tag_changes` for a group
+or cluster found half made); an instance launch counts the cluster's live fitting
+instances just before `run_instances`, then walks the market x subnet attempts of its
+payload. Every update or delete re-reads the live tags and refuses a resource without
+the managed-by tag (CONTRACT §5).
 
 A failing action stops the plan: later actions often depend on earlier ones (a service
 on its task definition). The report says what was done, what failed, and what was not
@@ -24,9 +29,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from botocore.exceptions import ClientError
@@ -42,31 +47,43 @@ from controller.aws.errors import (
     translating_errors,
 )
 from controller.aws.observing import (
-    IngressRange,
     describe_managed_instances,
     ec2_tags,
     ecs_tags,
     ingress_ranges,
+    live_instance,
+    live_task_definition,
     managed_filter,
 )
+from controller.core.diffs import fits, ingress_sync, tags_to_write
+from controller.core.payloads import (
+    CreateCluster,
+    CreateSecurityGroup,
+    CreateService,
+    DeleteCluster,
+    DeleteSecurityGroup,
+    DeleteService,
+    DeregisterTaskDefinition,
+    ExistingRevision,
+    LaunchInstance,
+    NewRevision,
+    RegisterTaskDefinition,
+    ReplaceInstance,
+    ReplaceSecurityGroup,
+    RevisionRef,
+    SyncIngress,
+    TagCluster,
+    TerminateInstance,
+    UpdateSecurityGroup,
+    UpdateService,
+)
+from controller.core.planning.deployments import is_registered
 from controller.core.plans import PAST_TENSE, Action, Plan
 from controller.core.states import (
     CLUSTER_TAG,
     MANAGED_BY,
-    TASK_DEFINITION_HASH_TAG,
     TASK_DEFINITION_TAG,
-    DesiredCluster,
-    DesiredFleet,
-    DesiredSecurityGroup,
-    DesiredService,
-    DesiredTaskDefinition,
-    IngressRule,
-    LiveCluster,
-    LiveInstance,
-    LiveSecurityGroup,
-    LiveService,
-    LiveTaskDefinition,
-    ObservedState,
+    IngressRange,
     is_managed,
 )
 
@@ -76,8 +93,6 @@ if TYPE_CHECKING:
     from types_aiobotocore_ecs.type_defs import TagTypeDef as EcsTag
 
 log = structlog.get_logger(__name__)
-
-_T = TypeVar("_T")
 
 # On an instance launched by a `replace`: the instance it replaces, so that a pass that
 # crashed between the launch and the termination does not launch a second replacement.
@@ -158,20 +173,14 @@ class _Context:
     """What earlier actions of the same apply learnt, for later ones to use."""
 
     clients: AwsClients
-    observed: ObservedState | None
     security_groups: dict[str, str] = field(default_factory=dict)  # cluster -> group id
     revisions: dict[tuple[str, str], str] = field(default_factory=dict)  # (family, hash) -> ARN
 
 
-async def apply_plan(
-    clients: AwsClients, plan: Plan, *, observed: ObservedState | None = None
-) -> ApplyReport:
-    """Carry out `plan.actions` in order; stop at the first failure.
-
-    `observed` (the state the plan was made from) saves reads: the managed security
-    group's id and the ARN of a task-definition revision a service should run.
-    """
-    context = _Context(clients=clients, observed=observed)
+async def apply_plan(clients: AwsClients, plan: Plan) -> ApplyReport:
+    """Carry out `plan.actions` in order; stop at the first failure. Each action's
+    payload carries what its writes need."""
+    context = _Context(clients=clients)
     applied: list[AppliedAction] = []
     actions = list(plan.actions)
     for index, action in enumerate(actions):
@@ -222,78 +231,40 @@ _Result = tuple[Outcome, str, str]
 
 
 async def _carry_out(context: _Context, action: Action) -> _Result:
-    match action.resource, action.verb:
-        case "cluster", "create":
-            return await _create_cluster(context, _desired(action, DesiredCluster))
-        case "cluster", "update" | "replace":
-            return await _update_cluster(context, _desired(action, DesiredCluster))
-        case "cluster", "delete":
-            return await _delete_cluster(context, _live_name(action, LiveCluster))
-        case "security-group", "create":
-            return await _create_security_group(context, _desired(action, DesiredSecurityGroup))
-        case "security-group", "replace":
-            return await _replace_security_group(
-                context, _desired(action, DesiredSecurityGroup), _live(action, LiveSecurityGroup)
-            )
-        case "security-group", "update":
-            return await _update_security_group(
-                context, _desired(action, DesiredSecurityGroup), action.live
-            )
-        case "security-group", "delete":
-            return await _delete_security_group(context, _live(action, LiveSecurityGroup))
-        case "instance", "create":
-            return await _create_instance(context, _fleet(action))
-        case "instance", "replace":
-            return await _replace_instance(context, _fleet(action), _live(action, LiveInstance))
-        case "instance", "update":
-            return await _retag_instance(context, _fleet(action), _live(action, LiveInstance))
-        case "instance", "delete":
-            return await _terminate_instance(context, _live(action, LiveInstance).instance_id)
-        case "task-definition", "create" | "replace":
-            return await _register(context, _desired(action, DesiredTaskDefinition))
-        case "task-definition", "update":
-            return await _retag_revision(
-                context, _desired(action, DesiredTaskDefinition), _live(action, LiveTaskDefinition)
-            )
-        case "task-definition", "delete":
-            return await _deregister(context, _live(action, LiveTaskDefinition).arn)
-        case "service", "create":
-            return await _create_service(context, _desired(action, DesiredService), action)
-        case "service", "update":
-            return await _update_service(context, _desired(action, DesiredService), action)
-        case "service", "replace":
-            return await _replace_service(context, _desired(action, DesiredService), action)
-        case "service", "delete":
-            return await _delete_service(context, _live(action, LiveService))
-    raise TerminalError(f"cannot {action.verb} a {action.resource}: no such action")
-
-
-def _desired(action: Action, kind: type[_T]) -> _T:
-    if not isinstance(action.desired, kind):
-        raise TerminalError(
-            f"{action.verb} {action.resource} {action.id}: expected a {kind.__name__}, "
-            f"got {type(action.desired).__name__}"
-        )
-    return action.desired
-
-
-def _live(action: Action, kind: type[_T]) -> _T:
-    if not isinstance(action.live, kind):
-        raise TerminalError(
-            f"{action.verb} {action.resource} {action.id}: expected a {kind.__name__}, "
-            f"got {type(action.live).__name__}"
-        )
-    return action.live
-
-
-def _live_name(action: Action, kind: type[LiveCluster]) -> str:
-    return action.live.name if isinstance(action.live, kind) else action.id
-
-
-def _fleet(action: Action) -> DesiredFleet:
-    if isinstance(action.desired, DesiredCluster):
-        return action.desired.fleet
-    return _desired(action, DesiredFleet)
+    match action.payload:
+        case CreateCluster() as payload:
+            return await _create_cluster(context, payload)
+        case TagCluster() as payload:
+            return await _tag_cluster(context, payload)
+        case DeleteCluster() as payload:
+            return await _delete_cluster(context, payload.name)
+        case CreateSecurityGroup() as payload:
+            return await _create_security_group(context, payload)
+        case UpdateSecurityGroup() as payload:
+            return await _update_security_group(context, payload)
+        case ReplaceSecurityGroup() as payload:
+            return await _replace_security_group(context, payload)
+        case DeleteSecurityGroup() as payload:
+            return await _delete_security_group(context, payload.group_id)
+        case LaunchInstance() as payload:
+            return await _create_instance(context, payload)
+        case ReplaceInstance() as payload:
+            return await _replace_instance(context, payload)
+        case TerminateInstance() as payload:
+            return await _terminate_instance(context, payload.instance_id)
+        case RegisterTaskDefinition() as payload:
+            return await _register(context, payload)
+        case DeregisterTaskDefinition() as payload:
+            return await _deregister(context, payload.arn)
+        case CreateService() as payload:
+            return await _create_service(context, payload)
+        case UpdateService() as payload:
+            return await _update_service(context, payload)
+        case DeleteService() as payload:
+            return await _delete_service(context, payload)
+    raise TerminalError(
+        f"cannot {action.verb} {action.resource} {action.id}: the action carries no payload"
+    )
 
 
 def _refuse_unmanaged(tags: Mapping[str, str], what: str) -> None:
@@ -312,10 +283,6 @@ def ec2_tag_list(tags: Mapping[str, str]) -> list[Ec2Tag]:
     return [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
 
 
-def _missing_tags(live: Mapping[str, str], desired: Mapping[str, str]) -> dict[str, str]:
-    return {key: value for key, value in desired.items() if live.get(key) != value}
-
-
 # --- clusters -------------------------------------------------------------------------
 
 
@@ -327,35 +294,33 @@ async def _describe_cluster(context: _Context, name: str) -> Mapping[str, Any] |
     return candidates[0] if candidates else None
 
 
-async def _create_cluster(context: _Context, desired: DesiredCluster) -> _Result:
+async def _create_cluster(context: _Context, payload: CreateCluster) -> _Result:
     ecs = context.clients.ecs
-    live = await _describe_cluster(context, desired.name)
+    live = await _describe_cluster(context, payload.name)
     if live is not None and live.get("status") != "INACTIVE":
         # create_cluster on an existing name would replace it (moto) and drop its tags.
         tags = ecs_tags(live.get("tags"))
-        _refuse_unmanaged(tags, f"cluster {desired.name}")
-        missing = _missing_tags(tags, desired.tags)
+        _refuse_unmanaged(tags, f"cluster {payload.name}")
+        # Made by a pass that crashed before tagging it: what is left, by the core's diff.
+        missing = tags_to_write(payload.tags, tags)
         if missing:
             await ecs.tag_resource(resourceArn=live["clusterArn"], tags=ecs_tag_list(missing))
-            return "updated", desired.name, "existed; tags refreshed"
-        return "unchanged", desired.name, "already exists"
-    await ecs.create_cluster(clusterName=desired.name, tags=ecs_tag_list(desired.tags))
-    return "created", desired.name, ""
+            return "updated", payload.name, "existed; tags refreshed"
+        return "unchanged", payload.name, "already exists"
+    await ecs.create_cluster(clusterName=payload.name, tags=ecs_tag_list(payload.tags))
+    return "created", payload.name, ""
 
 
-async def _update_cluster(context: _Context, desired: DesiredCluster) -> _Result:
-    live = await _describe_cluster(context, desired.name)
+async def _tag_cluster(context: _Context, payload: TagCluster) -> _Result:
+    name = payload.create.name
+    live = await _describe_cluster(context, name)
     if live is None or live.get("status") == "INACTIVE":
-        return await _create_cluster(context, desired)
-    tags = ecs_tags(live.get("tags"))
-    _refuse_unmanaged(tags, f"cluster {desired.name}")
-    missing = _missing_tags(tags, desired.tags)
-    if not missing:
-        return "unchanged", desired.name, ""
+        return await _create_cluster(context, payload.create)
+    _refuse_unmanaged(ecs_tags(live.get("tags")), f"cluster {name}")
     await context.clients.ecs.tag_resource(
-        resourceArn=live["clusterArn"], tags=ecs_tag_list(missing)
+        resourceArn=live["clusterArn"], tags=ecs_tag_list(payload.tags)
     )
-    return "updated", desired.name, "tags"
+    return "updated", name, "tags"
 
 
 async def _delete_cluster(context: _Context, name: str) -> _Result:
@@ -368,29 +333,6 @@ async def _delete_cluster(context: _Context, name: str) -> _Result:
 
 
 # --- security groups ------------------------------------------------------------------
-
-
-def _desired_ranges(rules: Iterable[IngressRule]) -> set[IngressRange]:
-    """The rules with neighbouring ports of one protocol and CIDR merged into ranges, so
-    that deployments on ports 8500, 8501, ... take one rule of the group's limit (60 by
-    default), not one each."""
-    ports: dict[tuple[str, str], list[int]] = {}
-    for rule in rules:
-        ports.setdefault((rule.protocol, rule.cidr), []).append(rule.port)
-    ranges: set[IngressRange] = set()
-    for (protocol, cidr), found in ports.items():
-        if protocol == "-1" or -1 in found:
-            ranges.add(IngressRange(protocol, -1, -1, cidr))
-            continue
-        run: list[int] = []
-        for port in sorted(set(found)):
-            if run and port != run[-1] + 1:
-                ranges.add(IngressRange(protocol, run[0], run[-1], cidr))
-                run = []
-            run.append(port)
-        if run:
-            ranges.add(IngressRange(protocol, run[0], run[-1], cidr))
-    return ranges
 
 
 def _permissions(ranges: Iterable[IngressRange], *, describe: bool) -> list[IpPermissionTypeDef]:
@@ -420,36 +362,25 @@ async def _describe_groups(context: _Context, **kwargs: Any) -> list[Mapping[str
     return groups
 
 
-async def _sync_ingress(
-    context: _Context,
-    group_id: str,
-    live: Iterable[Mapping[str, Any]],
-    desired: Iterable[IngressRule],
-) -> list[str]:
-    """Make the group's ingress exactly `desired`, given its `IpPermissions` as read.
-
-    Compared rule by rule as EC2 stores them (port ranges), so that what is revoked is
-    exactly what was read. New rules are authorized before old ones are revoked: a port
-    that stays open while its range changes is never closed in between."""
+async def _sync_ingress(context: _Context, group_id: str, sync: SyncIngress) -> list[str]:
+    """Authorize, then revoke, exactly the ranges the payload names."""
     ec2 = context.clients.ec2
-    live_ranges, desired_ranges = ingress_ranges(live), _desired_ranges(desired)
     done: list[str] = []
-    missing = desired_ranges - live_ranges
-    extra = live_ranges - desired_ranges
-    if missing:
+    if sync.authorize:
         await ec2.authorize_security_group_ingress(
-            GroupId=group_id, IpPermissions=_permissions(missing, describe=True)
+            GroupId=group_id, IpPermissions=_permissions(sync.authorize, describe=True)
         )
-        done.append(f"authorized {len(missing)} rule(s)")
-    if extra:
+        done.append(f"authorized {len(sync.authorize)} rule(s)")
+    if sync.revoke:
         await ec2.revoke_security_group_ingress(
-            GroupId=group_id, IpPermissions=_permissions(extra, describe=False)
+            GroupId=group_id, IpPermissions=_permissions(sync.revoke, describe=False)
         )
-        done.append(f"revoked {len(extra)} rule(s)")
+        done.append(f"revoked {len(sync.revoke)} rule(s)")
     return done
 
 
-async def _create_security_group(context: _Context, desired: DesiredSecurityGroup) -> _Result:
+async def _create_security_group(context: _Context, payload: CreateSecurityGroup) -> _Result:
+    desired = payload.desired
     existing = await _describe_groups(
         context,
         Filters=[
@@ -462,9 +393,9 @@ async def _create_security_group(context: _Context, desired: DesiredSecurityGrou
         _refuse_unmanaged(ec2_tags(group.get("Tags")), f"security group {desired.name}")
         group_id = str(group["GroupId"])
         context.security_groups[desired.cluster] = group_id
-        done = await _sync_ingress(
-            context, group_id, group.get("IpPermissions", ()), desired.ingress
-        )
+        # Made by a pass that crashed before its rules: what is left, by the core's sync.
+        remaining = ingress_sync(desired.ingress, ingress_ranges(group.get("IpPermissions", ())))
+        done = await _sync_ingress(context, group_id, remaining)
         return ("updated" if done else "unchanged"), group_id, "; ".join(done) or "already exists"
     try:
         response = await context.clients.ec2.create_security_group(
@@ -488,66 +419,59 @@ async def _create_security_group(context: _Context, desired: DesiredSecurityGrou
         ) from exc
     group_id = response["GroupId"]
     context.security_groups[desired.cluster] = group_id
-    await _sync_ingress(context, group_id, (), desired.ingress)
+    await _sync_ingress(context, group_id, payload.ingress)
     return "created", group_id, ""
 
 
-async def _update_security_group(
-    context: _Context, desired: DesiredSecurityGroup, live: object
-) -> _Result:
-    group_id = live.group_id if isinstance(live, LiveSecurityGroup) else None
-    if group_id is None:
-        return await _create_security_group(context, desired)
+async def _update_security_group(context: _Context, payload: UpdateSecurityGroup) -> _Result:
+    group_id = payload.group_id
     groups = await _describe_groups(context, GroupIds=[group_id])
     if not groups:
-        return await _create_security_group(context, desired)
-    group = groups[0]
-    tags = ec2_tags(group.get("Tags"))
-    _refuse_unmanaged(tags, f"security group {group_id}")
-    context.security_groups[desired.cluster] = group_id
-    done = await _sync_ingress(context, group_id, group.get("IpPermissions", ()), desired.ingress)
-    missing = _missing_tags(tags, desired.tags)
-    if missing:
-        await context.clients.ec2.create_tags(Resources=[group_id], Tags=ec2_tag_list(missing))
+        return await _create_security_group(context, payload.create)
+    _refuse_unmanaged(ec2_tags(groups[0].get("Tags")), f"security group {group_id}")
+    context.security_groups[payload.cluster] = group_id
+    done = await _sync_ingress(context, group_id, payload.ingress)
+    if payload.tags:
+        await context.clients.ec2.create_tags(Resources=[group_id], Tags=ec2_tag_list(payload.tags))
         done.append("tags")
     return ("updated" if done else "unchanged"), group_id, "; ".join(done)
 
 
-async def _replace_security_group(
-    context: _Context, desired: DesiredSecurityGroup, old: LiveSecurityGroup
-) -> _Result:
+async def _replace_security_group(context: _Context, payload: ReplaceSecurityGroup) -> _Result:
     """A group cannot move VPC: create the new one, then delete the old one if nothing
     uses it any more (instances in the old VPC keep it until they are replaced)."""
-    _, new_id, _ = await _create_security_group(context, desired)
+    _, new_id, _ = await _create_security_group(context, payload.create)
     try:
-        await _delete_security_group(context, old)
+        await _delete_security_group(context, payload.group_id)
     except ClientError as exc:
         if error_code(exc) != "DependencyViolation":
             raise
-        return "replaced", old.group_id, f"by {new_id}; the old group is still in use"
-    return "replaced", old.group_id, f"by {new_id}"
+        return "replaced", payload.group_id, f"by {new_id}; the old group is still in use"
+    return "replaced", payload.group_id, f"by {new_id}"
 
 
-async def _delete_security_group(context: _Context, live: LiveSecurityGroup) -> _Result:
+async def _delete_security_group(context: _Context, group_id: str) -> _Result:
     try:
-        groups = await _describe_groups(context, GroupIds=[live.group_id])
+        groups = await _describe_groups(context, GroupIds=[group_id])
     except ClientError as exc:
         if error_code(exc) == "InvalidGroup.NotFound":
-            return "unchanged", live.group_id, "already gone"
+            return "unchanged", group_id, "already gone"
         raise
     if not groups:
-        return "unchanged", live.group_id, "already gone"
-    _refuse_unmanaged(ec2_tags(groups[0].get("Tags")), f"security group {live.group_id}")
-    await context.clients.ec2.delete_security_group(GroupId=live.group_id)
-    return "deleted", live.group_id, ""
+        return "unchanged", group_id, "already gone"
+    _refuse_unmanaged(ec2_tags(groups[0].get("Tags")), f"security group {group_id}")
+    await context.clients.ec2.delete_security_group(GroupId=group_id)
+    return "deleted", group_id, ""
 
 
-async def _security_group_id(context: _Context, cluster: str) -> str:
+async def _launch_groups(context: _Context, payload: LaunchInstance) -> list[str]:
+    """The payload's groups; none named: the cluster's managed group, created by an
+    earlier action of this apply (or of a pass that crashed after creating it)."""
+    if payload.security_group_ids:
+        return list(payload.security_group_ids)
+    cluster = payload.fleet.cluster
     if cluster in context.security_groups:
-        return context.security_groups[cluster]
-    observed = context.observed
-    if observed is not None and cluster in observed.security_groups:
-        return observed.security_groups[cluster].group_id
+        return [context.security_groups[cluster]]
     groups = await _describe_groups(
         context, Filters=[managed_filter(), {"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster]}]
     )
@@ -558,69 +482,49 @@ async def _security_group_id(context: _Context, cluster: str) -> str:
         )
     group_id = str(sorted(g["GroupId"] for g in groups)[0])
     context.security_groups[cluster] = group_id
-    return group_id
+    return [group_id]
 
 
 # --- instances ------------------------------------------------------------------------
 
 
-def _matches(raw: Mapping[str, Any], fleet: DesiredFleet) -> bool:
-    return raw.get("InstanceType") == fleet.instance_type and raw.get("ImageId") == fleet.image_id
-
-
-def _subnets_by_load(fleet: DesiredFleet, alive: Sequence[Mapping[str, Any]]) -> list[str | None]:
-    """The fleet's subnets, those with the fewest live instances first (spread)."""
-    if not fleet.subnet_ids:
-        return [None]
-    load = Counter(str(raw.get("SubnetId")) for raw in alive)
-    order = {subnet: index for index, subnet in enumerate(fleet.subnet_ids)}
-    ranked = sorted(fleet.subnet_ids, key=lambda subnet: (load[subnet], order[subnet]))
-    return list(ranked)
-
-
-async def _create_instance(context: _Context, fleet: DesiredFleet) -> _Result:
+async def _create_instance(context: _Context, payload: LaunchInstance) -> _Result:
+    fleet = payload.fleet
     # Re-check by tags right before launching: a crashed pass, or the previous action
     # of this one, may already have launched what this action asks for.
     alive = await describe_managed_instances(
         context.clients, cluster=fleet.cluster, states=ALIVE_STATES
     )
-    matching = [raw for raw in alive if _matches(raw, fleet)]
-    if len(matching) >= fleet.count:
-        return "unchanged", fleet.cluster, f"{len(matching)} matching instance(s) already live"
-    instance_id, detail = await _launch(context, fleet, alive=alive, extra_tags={})
+    fitting = [raw for raw in alive if fits(live_instance(raw), fleet)]
+    if len(fitting) >= fleet.count:
+        return "unchanged", fleet.cluster, f"{len(fitting)} matching instance(s) already live"
+    instance_id, detail = await _launch(context, payload, extra_tags={})
     return "created", instance_id, detail
 
 
-async def _replace_instance(context: _Context, fleet: DesiredFleet, old: LiveInstance) -> _Result:
+async def _replace_instance(context: _Context, payload: ReplaceInstance) -> _Result:
+    old = payload.instance_id
     alive = await describe_managed_instances(
-        context.clients, cluster=fleet.cluster, states=ALIVE_STATES
+        context.clients, cluster=payload.launch.fleet.cluster, states=ALIVE_STATES
     )
     replacement = next(
-        (raw for raw in alive if ec2_tags(raw.get("Tags")).get(REPLACES_TAG) == old.instance_id),
-        None,
+        (raw for raw in alive if ec2_tags(raw.get("Tags")).get(REPLACES_TAG) == old), None
     )
     if replacement is not None:
         new_id, detail = str(replacement["InstanceId"]), "replacement already launched"
     else:
-        new_id, detail = await _launch(
-            context, fleet, alive=alive, extra_tags={REPLACES_TAG: old.instance_id}
-        )
-    await _terminate_instance(context, old.instance_id)
-    return "replaced", old.instance_id, f"by {new_id}" + (f"; {detail}" if detail else "")
+        new_id, detail = await _launch(context, payload.launch, extra_tags={REPLACES_TAG: old})
+    await _terminate_instance(context, old)
+    return "replaced", old, f"by {new_id}" + (f"; {detail}" if detail else "")
 
 
 async def _launch(
-    context: _Context,
-    fleet: DesiredFleet,
-    *,
-    alive: Sequence[Mapping[str, Any]],
-    extra_tags: Mapping[str, str],
+    context: _Context, payload: LaunchInstance, *, extra_tags: Mapping[str, str]
 ) -> tuple[str, str]:
-    """Launch one instance: spot across the subnets (least loaded first), then, when
-    allowed, on-demand. Returns the instance id and how it was launched."""
-    security_groups = list(fleet.security_group_ids) or [
-        await _security_group_id(context, fleet.cluster)
-    ]
+    """Launch one instance, walking the payload's attempts (market x subnet, in the
+    core's order) until one is not refused for capacity. Returns the instance id and
+    how it was launched."""
+    fleet = payload.fleet
     tags = ec2_tag_list({**fleet.tags, **extra_tags})
     request: dict[str, Any] = {
         "ImageId": fleet.image_id,
@@ -628,7 +532,7 @@ async def _launch(
         "MinCount": 1,
         "MaxCount": 1,
         "IamInstanceProfile": {"Name": fleet.instance_profile},
-        "SecurityGroupIds": security_groups,
+        "SecurityGroupIds": await _launch_groups(context, payload),
         # Plain text: botocore base64-encodes RunInstances UserData itself.
         "UserData": fleet.user_data,
         "TagSpecifications": [
@@ -638,43 +542,37 @@ async def _launch(
     }
     if fleet.key_name:
         request["KeyName"] = fleet.key_name
-    subnets = _subnets_by_load(fleet, alive)
-    markets: list[Literal["spot", "on-demand"]] = (
-        ["spot", "on-demand"]
-        if fleet.market == "spot" and fleet.on_demand_fallback
-        else [fleet.market]
-    )
     refusals: list[str] = []
-    for market in markets:
-        for subnet in subnets:
-            attempt = dict(request)
-            if subnet is not None:
-                attempt["SubnetId"] = subnet
-            if market == "spot":
-                attempt["InstanceMarketOptions"] = SPOT_OPTIONS
-            # A fresh token per attempt: botocore's own retries of this call reuse it
-            # (real EC2 then launches once); a later attempt is a new intent.
-            attempt["ClientToken"] = uuid.uuid4().hex
-            try:
-                response = await context.clients.ec2.run_instances(**attempt)
-            except ClientError as exc:
-                code = error_code(exc)
-                if code not in SPOT_CAPACITY_CODES:
-                    raise
-                refusals.append(f"{market} in {subnet or 'default subnet'}: {code}")
-                log.info(
-                    "apply.capacity_refused",
-                    cluster=fleet.cluster,
-                    market=market,
-                    subnet=subnet,
-                    code=code,
-                )
-                continue
-            instance_id = str(response["Instances"][0]["InstanceId"])
-            detail = f"{market} in {subnet}" if subnet else market
-            if refusals:
-                detail += f" after {len(refusals)} refusal(s)"
-            return instance_id, detail
+    for attempt in payload.attempts:
+        market, subnet = attempt.market, attempt.subnet_id
+        call = dict(request)
+        if subnet is not None:
+            call["SubnetId"] = subnet
+        if market == "spot":
+            call["InstanceMarketOptions"] = SPOT_OPTIONS
+        # A fresh token per attempt: botocore's own retries of this call reuse it
+        # (real EC2 then launches once); a later attempt is a new intent.
+        call["ClientToken"] = uuid.uuid4().hex
+        try:
+            response = await context.clients.ec2.run_instances(**call)
+        except ClientError as exc:
+            code = error_code(exc)
+            if code not in SPOT_CAPACITY_CODES:
+                raise
+            refusals.append(f"{market} in {subnet or 'default subnet'}: {code}")
+            log.info(
+                "apply.capacity_refused",
+                cluster=fleet.cluster,
+                market=market,
+                subnet=subnet,
+                code=code,
+            )
+            continue
+        instance_id = str(response["Instances"][0]["InstanceId"])
+        detail = f"{market} in {subnet}" if subnet else market
+        if refusals:
+            detail += f" after {len(refusals)} refusal(s)"
+        return instance_id, detail
     raise TransientError(
         f"cluster {fleet.cluster}: no capacity for {fleet.instance_type}: " + "; ".join(refusals),
         service="ec2",
@@ -705,19 +603,6 @@ async def _terminate_instance(context: _Context, instance_id: str) -> _Result:
     return "deleted", instance_id, "terminated"
 
 
-async def _retag_instance(context: _Context, fleet: DesiredFleet, live: LiveInstance) -> _Result:
-    raw = await _describe_instance(context, live.instance_id)
-    if raw is None:
-        return "unchanged", live.instance_id, "gone"
-    tags = ec2_tags(raw.get("Tags"))
-    _refuse_unmanaged(tags, f"instance {live.instance_id}")
-    missing = _missing_tags(tags, fleet.tags)
-    if not missing:
-        return "unchanged", live.instance_id, ""
-    await context.clients.ec2.create_tags(Resources=[live.instance_id], Tags=ec2_tag_list(missing))
-    return "updated", live.instance_id, "tags"
-
-
 # --- task definitions -----------------------------------------------------------------
 
 
@@ -732,45 +617,28 @@ async def _latest_revision(context: _Context, family: str) -> Mapping[str, Any] 
         raise
 
 
-def _revision_hash(response: Mapping[str, Any]) -> str | None:
-    return ecs_tags(response.get("tags")).get(TASK_DEFINITION_HASH_TAG)
+async def _registered(context: _Context, new: NewRevision) -> str | None:
+    """The ARN of the revision `new` asks for if the family's latest is it."""
+    latest = await _latest_revision(context, new.family)
+    revision = live_task_definition(latest) if latest is not None else None
+    return revision.arn if revision is not None and is_registered(revision, new) else None
 
 
-async def _register(context: _Context, desired: DesiredTaskDefinition) -> _Result:
-    key = (desired.family, desired.content_hash)
+async def _register(context: _Context, payload: RegisterTaskDefinition) -> _Result:
+    desired = payload.desired
+    new = NewRevision(family=desired.family, content_hash=desired.content_hash)
     # Re-check: the latest revision may already be this content (a crashed pass
     # registered it and never got to the service).
-    latest = await _latest_revision(context, desired.family)
-    if (
-        latest is not None
-        and latest["taskDefinition"].get("status") == "ACTIVE"
-        and is_managed(ecs_tags(latest.get("tags")))
-        and _revision_hash(latest) == desired.content_hash
-    ):
-        arn = str(latest["taskDefinition"]["taskDefinitionArn"])
-        context.revisions[key] = arn
+    arn = await _registered(context, new)
+    if arn is not None:
+        context.revisions[(new.family, new.content_hash)] = arn
         return "unchanged", arn, "already registered"
     response = await context.clients.ecs.register_task_definition(
         **dict(desired.content), tags=ecs_tag_list(desired.tags)
     )
     arn = response["taskDefinition"]["taskDefinitionArn"]
-    context.revisions[key] = arn
+    context.revisions[(new.family, new.content_hash)] = arn
     return "created", arn, ""
-
-
-async def _retag_revision(
-    context: _Context, desired: DesiredTaskDefinition, live: LiveTaskDefinition
-) -> _Result:
-    response = await context.clients.ecs.describe_task_definition(
-        taskDefinition=live.arn, include=["TAGS"]
-    )
-    tags = ecs_tags(response.get("tags"))
-    _refuse_unmanaged(tags, f"task definition {live.arn}")
-    missing = _missing_tags(tags, desired.tags)
-    if not missing:
-        return "unchanged", live.arn, ""
-    await context.clients.ecs.tag_resource(resourceArn=live.arn, tags=ecs_tag_list(missing))
-    return "updated", live.arn, "tags"
 
 
 async def _deregister(context: _Context, arn: str) -> _Result:
@@ -789,37 +657,21 @@ async def _deregister(context: _Context, arn: str) -> _Result:
     return "deleted", arn, "deregistered"
 
 
-async def _revision_for(context: _Context, desired: DesiredService, action: Action) -> str:
-    """The ARN of the revision `desired` should run: the one the plan names, else the
-    one registered by this apply, already on the service, observed by the pass, or the
-    family's latest with the right content hash."""
-    if action.task_definition_arn:
-        return action.task_definition_arn
-    wanted = desired.tags.get(TASK_DEFINITION_HASH_TAG)
-    family = desired.task_family
-    live = action.live
-    if wanted is not None and (family, wanted) in context.revisions:
-        return context.revisions[(family, wanted)]
-    if (
-        isinstance(live, LiveService)
-        and wanted is not None
-        and live.tags.get(TASK_DEFINITION_HASH_TAG) == wanted
-    ):
-        recorded = live.tags.get(TASK_DEFINITION_TAG) or live.task_definition
-        if recorded.rsplit("/", 1)[-1].rsplit(":", 1)[0] == family:
-            return recorded
-    observed = context.observed
-    if observed is not None:
-        for revision in reversed(observed.task_definitions.get(family, ())):
-            if wanted is None or revision.tags.get(TASK_DEFINITION_HASH_TAG) == wanted:
-                return revision.arn
-    latest = await _latest_revision(context, family)
-    if latest is not None and (wanted is None or _revision_hash(latest) == wanted):
-        return str(latest["taskDefinition"]["taskDefinitionArn"])
-    raise TerminalError(
-        f"service {desired.name}: no ACTIVE revision of {family} with content hash {wanted} "
-        "(the plan should have registered it first)"
-    )
+async def _revision_arn(context: _Context, revision: RevisionRef) -> str:
+    """The ARN the payload's revision stands for: named, or registered by this apply
+    (or by a pass that crashed after registering it)."""
+    if isinstance(revision, ExistingRevision):
+        return revision.arn
+    known = context.revisions.get((revision.family, revision.content_hash))
+    if known is None:
+        known = await _registered(context, revision)
+    if known is None:
+        raise TerminalError(
+            f"no ACTIVE revision of {revision.family} with content hash "
+            f"{revision.content_hash} (the plan should have registered it first)"
+        )
+    context.revisions[(revision.family, revision.content_hash)] = known
+    return known
 
 
 # --- services -------------------------------------------------------------------------
@@ -839,11 +691,8 @@ async def _describe_service(context: _Context, cluster: str, name: str) -> Mappi
     return live[0] if live else None
 
 
-def _service_tags(desired: DesiredService, revision_arn: str) -> dict[str, str]:
-    return {**desired.tags, TASK_DEFINITION_TAG: revision_arn}
-
-
-async def _create_service(context: _Context, desired: DesiredService, action: Action) -> _Result:
+async def _create_service(context: _Context, payload: CreateService) -> _Result:
+    desired = payload.desired
     ecs = context.clients.ecs
     live = await _describe_service(context, desired.cluster, desired.name)
     if live is not None:
@@ -857,7 +706,7 @@ async def _create_service(context: _Context, desired: DesiredService, action: Ac
                 code="ServiceDraining",
             )
         return "unchanged", desired.name, "already exists"
-    revision = await _revision_for(context, desired, action)
+    revision = await _revision_arn(context, payload.revision)
     request: dict[str, Any] = {
         "cluster": desired.cluster,
         "serviceName": desired.name,
@@ -868,7 +717,7 @@ async def _create_service(context: _Context, desired: DesiredService, action: Ac
         "deploymentConfiguration": {
             "deploymentCircuitBreaker": {"enable": True, "rollback": True},
         },
-        "tags": ecs_tag_list(_service_tags(desired, revision)),
+        "tags": ecs_tag_list({**desired.tags, TASK_DEFINITION_TAG: revision}),
     }
     if desired.placement_constraints:
         request["placementConstraints"] = [dict(c) for c in desired.placement_constraints]
@@ -876,55 +725,41 @@ async def _create_service(context: _Context, desired: DesiredService, action: Ac
     return "created", desired.name, f"on {revision.rsplit('/', 1)[-1]}"
 
 
-async def _update_service(context: _Context, desired: DesiredService, action: Action) -> _Result:
+async def _update_service(context: _Context, payload: UpdateService) -> _Result:
+    desired = payload.desired
     ecs = context.clients.ecs
     live = await _describe_service(context, desired.cluster, desired.name)
     if live is None:
-        return await _create_service(context, desired, action)
-    tags = ecs_tags(live.get("tags"))
-    _refuse_unmanaged(tags, f"service {desired.name}")
-    revision = await _revision_for(context, desired, action)
+        return await _create_service(context, payload.create)
+    _refuse_unmanaged(ecs_tags(live.get("tags")), f"service {desired.name}")
+    revision = await _revision_arn(context, payload.revision)
     changes: dict[str, Any] = {}
-    if int(live.get("desiredCount", -1)) != desired.desired_count:
-        changes["desiredCount"] = desired.desired_count
-    if live.get("taskDefinition") != revision:
+    if payload.desired_count is not None:
+        changes["desiredCount"] = payload.desired_count
+    if payload.set_task_definition:
         changes["taskDefinition"] = revision  # always the full ARN, never family:revision
-    live_constraints = [dict(c) for c in live.get("placementConstraints", ())]
-    if live_constraints != [dict(c) for c in desired.placement_constraints]:
-        changes["placementConstraints"] = [dict(c) for c in desired.placement_constraints]
+    if payload.placement_constraints is not None:
+        changes["placementConstraints"] = [dict(c) for c in payload.placement_constraints]
     done = sorted(changes)
     if changes:
         await ecs.update_service(cluster=desired.cluster, service=desired.name, **changes)
     # The bookkeeping tags record what was applied; refresh them after the update.
-    missing = _missing_tags(tags, _service_tags(desired, revision))
-    if missing:
-        await ecs.tag_resource(resourceArn=live["serviceArn"], tags=ecs_tag_list(missing))
+    tags = dict(payload.tags)
+    if payload.record_revision:
+        tags[TASK_DEFINITION_TAG] = revision
+    if tags:
+        await ecs.tag_resource(resourceArn=live["serviceArn"], tags=ecs_tag_list(tags))
         done.append("tags")
     return ("updated" if done else "unchanged"), desired.name, ", ".join(done)
 
 
-async def _delete_service_now(context: _Context, live: Mapping[str, Any], cluster: str) -> None:
+async def _delete_service(context: _Context, payload: DeleteService) -> _Result:
     ecs = context.clients.ecs
-    name = str(live["serviceName"])
-    if int(live.get("desiredCount", 0)) > 0:
-        await ecs.update_service(cluster=cluster, service=name, desiredCount=0)
-    await ecs.delete_service(cluster=cluster, service=name, force=True)
-
-
-async def _delete_service(context: _Context, target: LiveService) -> _Result:
-    live = await _describe_service(context, target.cluster, target.name)
+    live = await _describe_service(context, payload.cluster, payload.name)
     if live is None or live.get("status") == "DRAINING":
-        return "unchanged", target.name, "already gone"
-    _refuse_unmanaged(ecs_tags(live.get("tags")), f"service {target.name}")
-    await _delete_service_now(context, live, target.cluster)
-    return "deleted", target.name, ""
-
-
-async def _replace_service(context: _Context, desired: DesiredService, action: Action) -> _Result:
-    live = await _describe_service(context, desired.cluster, desired.name)
-    if live is not None:
-        _refuse_unmanaged(ecs_tags(live.get("tags")), f"service {desired.name}")
-        if live.get("status") == "ACTIVE":
-            await _delete_service_now(context, live, desired.cluster)
-    _, name, detail = await _create_service(context, desired, action)
-    return "replaced", name, detail
+        return "unchanged", payload.name, "already gone"
+    _refuse_unmanaged(ecs_tags(live.get("tags")), f"service {payload.name}")
+    if int(live.get("desiredCount", 0)) > 0:
+        await ecs.update_service(cluster=payload.cluster, service=payload.name, desiredCount=0)
+    await ecs.delete_service(cluster=payload.cluster, service=payload.name, force=True)
+    return "deleted", payload.name, ""

@@ -51,6 +51,7 @@ import structlog
 
 from controller.aws.clients import AwsClients
 from controller.aws.errors import AwsError, error_code, map_error
+from controller.aws.observing import chunks
 from controller.core.endpoints import DiscoveryTarget, Endpoint
 
 log = structlog.get_logger(__name__)
@@ -356,7 +357,7 @@ async def _describe_tasks(
     responses = await asyncio.gather(
         *(
             clients.ecs.describe_tasks(cluster=cluster, tasks=list(batch))
-            for batch in _chunks(arns, DESCRIBE_TASKS_BATCH)
+            for batch in chunks(arns, DESCRIBE_TASKS_BATCH)
         )
     )
     # Tasks gone between the list and the describe come back in `failures`: skip them.
@@ -372,7 +373,7 @@ async def _ec2_instance_ids(
             clients.ecs.describe_container_instances(
                 cluster=cluster, containerInstances=list(batch)
             )
-            for batch in _chunks(container_instance_arns, DESCRIBE_CONTAINER_INSTANCES_BATCH)
+            for batch in chunks(container_instance_arns, DESCRIBE_CONTAINER_INSTANCES_BATCH)
         )
     )
     return {
@@ -401,7 +402,7 @@ async def _private_addresses(clients: AwsClients, instance_ids: Sequence[str]) -
         return found
 
     results = await asyncio.gather(
-        *(read(batch) for batch in _chunks(instance_ids, DESCRIBE_INSTANCES_BATCH))
+        *(read(batch) for batch in chunks(instance_ids, DESCRIBE_INSTANCES_BATCH))
     )
     return {key: value for result in results for key, value in result.items()}
 
@@ -460,7 +461,3 @@ def _unresolved(task: _Task, target: DiscoveryTarget, reason: str) -> Unresolved
         task_arn=task.arn,
         reason=reason,
     )
-
-
-def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
-    return [items[start : start + size] for start in range(0, len(items), size)]

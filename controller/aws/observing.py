@@ -3,15 +3,19 @@
 Owns: every read the controller makes to build `AccountFacts` and `ObservedState`,
 batched and paginated defensively (moto enforces neither the page sizes nor the batch
 limits, real AWS does): `describe_clusters` 100 names per call, `describe_services` 10,
-list calls through paginators at their largest page size.
+`describe_container_instances` and `describe_tasks` 100, list calls through paginators
+at their largest page size.
 Must not: write to AWS, or judge what it reads (managed or not, drifted or not): that is
 the planner's. It does filter on the managed-by tag where AWS can filter server-side
 (security groups, instances), because those are only ever looked up as ours.
 
 Cost of a no-op observe (no families to read): list_clusters + describe_clusters +
-describe_security_groups + describe_instances + per cluster (list_services +
-ceil(services / 10) describe_services). Task definitions are read only for the families
-the planner asks for (`observe_task_definitions`).
+describe_security_groups + describe_instances + per ACTIVE cluster (list_services +
+ceil(services / 10) describe_services + list_container_instances +
+ceil(instances / 100) describe_container_instances + ceil(tasks / 100) list_tasks +
+ceil(tasks / 100) describe_tasks): what runs where, for the fleet and placement logic.
+Task definitions are read only for the families the planner asks for
+(`observe_task_definitions`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import structlog
@@ -32,14 +36,17 @@ from controller.core.states import (
     MANAGED_BY,
     MANAGED_BY_VALUE,
     AccountFacts,
-    IngressRule,
+    IngressRange,
     LiveCluster,
+    LiveContainerInstance,
     LiveDeployment,
     LiveInstance,
     LiveSecurityGroup,
     LiveService,
+    LiveTask,
     LiveTaskDefinition,
     ObservedState,
+    family_of,
 )
 
 if TYPE_CHECKING:
@@ -51,10 +58,10 @@ _T = TypeVar("_T")
 
 DESCRIBE_CLUSTERS_BATCH = 100
 DESCRIBE_SERVICES_BATCH = 10
+DESCRIBE_CONTAINER_INSTANCES_BATCH = 100
+DESCRIBE_TASKS_BATCH = 100
+LIST_PAGE = 100
 GET_PARAMETERS_BATCH = 10
-# Port ranges wider than this are kept as their first port only: a managed group never
-# opens ranges, so a wide one is drift either way and need not be expanded.
-MAX_EXPANDED_PORTS = 1024
 # From this many families to read, list the account's families first (see
 # `read_task_definitions`).
 LIST_FAMILIES_FROM = 10
@@ -167,7 +174,12 @@ async def observe(
             read_task_definitions(clients, families=families),
         )
         active = sorted(name for name, cluster in clusters.items() if cluster.status == "ACTIVE")
-        per_cluster = await _gather(read_services(clients, cluster=name) for name in active)
+        # One round for every cluster's services, container instances and tasks.
+        per_cluster, container_instances, tasks = await asyncio.gather(
+            _gather(read_services(clients, cluster=name) for name in active),
+            _gather(read_container_instances(clients, cluster=name) for name in active),
+            _gather(read_tasks(clients, cluster=name) for name in active),
+        )
     services = {key: svc for found in per_cluster for key, svc in found.items()}
     return ObservedState(
         facts=facts,
@@ -176,6 +188,8 @@ async def observe(
         instances=instances,
         services=services,
         task_definitions=task_definitions,
+        container_instances=dict(zip(active, container_instances, strict=True)),
+        tasks=dict(zip(active, tasks, strict=True)),
     )
 
 
@@ -285,6 +299,87 @@ def live_service(raw: Mapping[str, Any], *, cluster: str) -> LiveService:
     )
 
 
+async def read_container_instances(
+    clients: AwsClients, *, cluster: str
+) -> tuple[LiveContainerInstance, ...]:
+    """The cluster's container instances (every status ECS lists), by ARN."""
+    arns: list[str] = []
+    async for page in clients.ecs.get_paginator("list_container_instances").paginate(
+        cluster=cluster, PaginationConfig={"PageSize": LIST_PAGE}
+    ):
+        arns.extend(page.get("containerInstanceArns", ()))
+    responses = await _gather(
+        clients.ecs.describe_container_instances(cluster=cluster, containerInstances=list(batch))
+        for batch in chunks(sorted(set(arns)), DESCRIBE_CONTAINER_INSTANCES_BATCH)
+    )
+    found = [
+        live_container_instance(raw, cluster=cluster)
+        for response in responses
+        for raw in response.get("containerInstances", ())
+    ]
+    return tuple(sorted(found, key=lambda i: i.arn))
+
+
+def _resources(resources: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    return {
+        str(r["name"]): int(r.get("integerValue", 0))
+        for r in resources
+        if r.get("type", "INTEGER") == "INTEGER" and "name" in r
+    }
+
+
+def live_container_instance(raw: Mapping[str, Any], *, cluster: str) -> LiveContainerInstance:
+    return LiveContainerInstance(
+        arn=str(raw["containerInstanceArn"]),
+        cluster=cluster,
+        ec2_instance_id=str(raw.get("ec2InstanceId", "")),
+        status=str(raw.get("status", "ACTIVE")),
+        agent_connected=bool(raw.get("agentConnected", False)),
+        running_tasks=int(raw.get("runningTasksCount", 0)),
+        pending_tasks=int(raw.get("pendingTasksCount", 0)),
+        registered=_resources(raw.get("registeredResources", ())),
+        remaining=_resources(raw.get("remainingResources", ())),
+    )
+
+
+async def read_tasks(clients: AwsClients, *, cluster: str) -> tuple[LiveTask, ...]:
+    """The cluster's tasks that are meant to run (desired RUNNING), by ARN. Matched to
+    the cluster by `clusterArn` too: moto's `list_tasks` matches cluster names as
+    substrings and its `describe_tasks` ignores the cluster."""
+    arns: list[str] = []
+    async for page in clients.ecs.get_paginator("list_tasks").paginate(
+        cluster=cluster, desiredStatus="RUNNING", PaginationConfig={"PageSize": LIST_PAGE}
+    ):
+        arns.extend(page.get("taskArns", ()))
+    responses = await _gather(
+        clients.ecs.describe_tasks(cluster=cluster, tasks=list(batch))
+        for batch in chunks(sorted(set(arns)), DESCRIBE_TASKS_BATCH)
+    )
+    found = [
+        live_task(raw, cluster=cluster)
+        for response in responses
+        for raw in response.get("tasks", ())  # gone since the list: in `failures`
+        if _in_cluster(str(raw.get("clusterArn", cluster)), cluster)
+    ]
+    return tuple(sorted(found, key=lambda t: t.arn))
+
+
+def _in_cluster(cluster_arn: str, cluster: str) -> bool:
+    return cluster_arn == cluster or cluster_arn.endswith(f"/{cluster}")
+
+
+def live_task(raw: Mapping[str, Any], *, cluster: str) -> LiveTask:
+    return LiveTask(
+        arn=str(raw["taskArn"]),
+        cluster=cluster,
+        group=str(raw.get("group", "")),
+        task_definition=str(raw.get("taskDefinitionArn", "")),
+        container_instance=raw.get("containerInstanceArn") or None,
+        last_status=str(raw.get("lastStatus", "")),
+        desired_status=str(raw.get("desiredStatus", "")),
+    )
+
+
 async def read_security_groups(clients: AwsClients) -> dict[str, LiveSecurityGroup]:
     """Managed security groups, by their cluster tag (the lowest id wins a duplicate)."""
     groups: list[LiveSecurityGroup] = []
@@ -314,23 +409,12 @@ def live_security_group(raw: Mapping[str, Any]) -> LiveSecurityGroup:
         group_id=raw["GroupId"],
         name=raw.get("GroupName", ""),
         vpc_id=raw.get("VpcId", ""),
-        ingress=frozenset(ingress_rules(raw.get("IpPermissions", ()))),
+        ranges=ingress_ranges(raw.get("IpPermissions", ())),
         tags=ec2_tags(raw.get("Tags")),
     )
 
 
-@dataclass(frozen=True, order=True)
-class IngressRange:
-    """One ingress rule as EC2 stores it: a protocol, a port range (-1, -1 for all
-    ports) and one CIDR."""
-
-    protocol: str
-    first: int
-    last: int
-    cidr: str
-
-
-def ingress_ranges(permissions: Iterable[Mapping[str, Any]]) -> set[IngressRange]:
+def ingress_ranges(permissions: Iterable[Mapping[str, Any]]) -> frozenset[IngressRange]:
     """A group's `IpPermissions` as read, one range per (permission, CIDR)."""
     ranges: set[IngressRange] = set()
     for permission in permissions:
@@ -339,21 +423,7 @@ def ingress_ranges(permissions: Iterable[Mapping[str, Any]]) -> set[IngressRange
         last = int(permission.get("ToPort", first))
         for cidr in permission.get("IpRanges", ()):
             ranges.add(IngressRange(protocol, first, last, str(cidr["CidrIp"])))
-    return ranges
-
-
-def ingress_rules(permissions: Iterable[Mapping[str, Any]]) -> list[IngressRule]:
-    """One rule per (port, CIDR); port ranges expanded, "all traffic" as port -1."""
-    rules: set[IngressRule] = set()
-    for found in ingress_ranges(permissions):
-        if found.first < 0 or found.protocol == "-1":
-            ports: Iterable[int] = [-1]
-        elif found.last - found.first >= MAX_EXPANDED_PORTS:
-            ports = [found.first]
-        else:
-            ports = range(found.first, found.last + 1)
-        rules.update(IngressRule(port, found.cidr, found.protocol) for port in ports)
-    return sorted(rules)
+    return frozenset(ranges)
 
 
 async def read_instances(clients: AwsClients) -> dict[str, tuple[LiveInstance, ...]]:
@@ -402,6 +472,7 @@ def live_instance(raw: Mapping[str, Any]) -> LiveInstance:
         private_ip=raw.get("PrivateIpAddress"),
         launch_time=launched.timestamp() if launched is not None else 0.0,
         tags=ec2_tags(raw.get("Tags")),
+        subnet_id=raw.get("SubnetId"),
     )
 
 
@@ -459,8 +530,3 @@ def live_task_definition(response: Mapping[str, Any]) -> LiveTaskDefinition | No
         content=normalise_task_definition(raw),
         tags=ecs_tags(response.get("tags")),
     )
-
-
-def family_of(task_definition_arn: str) -> str:
-    """`arn:aws:ecs:r:a:task-definition/ecs-neuron:3` -> `ecs-neuron`."""
-    return task_definition_arn.rsplit("/", 1)[-1].rsplit(":", 1)[0]

@@ -51,6 +51,7 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
         "DescribeTaskDefinition",
         "DescribeTasks",
         "ListClusters",
+        "ListContainerInstances",
         "ListServices",
         "ListTaskDefinitionFamilies",
         "ListTaskDefinitions",

@@ -1,14 +1,9 @@
 """Waiting for services to settle after an apply (`ecs-infer apply --wait`).
 
 Owns: polling `describe_services` until every service is stable *and* its rollout
-reached the task definition we set, and telling success from a rollout that failed or
-was rolled back. Must not: change anything in AWS.
-
-A service is done when it is ACTIVE, has exactly one deployment, that PRIMARY deployment
-runs the expected task definition with `rolloutState` COMPLETED (or no rollout state at
-all, for ECS without the deployment circuit breaker), and running equals desired.
-A PRIMARY deployment on another task definition means the circuit breaker rolled back
-(or someone else changed the service): that, like a FAILED rollout, is an error.
+reached the task definition we set, and raising for a rollout that failed or was rolled
+back. Must not: change anything in AWS, or judge a rollout itself: the one judgement is
+`controller.core.rollouts.rollout_of` (a FAILED or rolled-back rollout is an error).
 """
 
 from __future__ import annotations
@@ -17,14 +12,15 @@ import asyncio
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 
 from controller.aws.clients import AwsClients
 from controller.aws.errors import TerminalError, TransientError, translating_errors
-from controller.aws.observing import describe_services, ecs_tags
-from controller.core.states import TASK_DEFINITION_TAG
+from controller.aws.observing import describe_services, live_service
+from controller.core import rollouts
+from controller.core.rollouts import RolloutState
 from controller.settings import WaitSettings
 
 log = structlog.get_logger(__name__)
@@ -37,9 +33,6 @@ class ServiceTarget:
     task_definition: str | None = None
     """The ARN the rollout must reach; None = the one we recorded on the service
     (`TASK_DEFINITION_TAG`), else the service's own `taskDefinition`."""
-
-
-RolloutState = Literal["stable", "in-progress", "failed", "rolled-back", "missing"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,63 +59,16 @@ class WaitTimedOut(TransientError):
 
 
 def rollout_of(target: ServiceTarget, raw: Mapping[str, Any] | None) -> ServiceRollout:
-    """Where one service's rollout stands, from its describe_services entry."""
-    if raw is None or raw.get("status") != "ACTIVE":
-        return ServiceRollout(target=target, state="missing", detail="service not found")
-    expected = (
-        target.task_definition
-        or ecs_tags(raw.get("tags")).get(TASK_DEFINITION_TAG)
-        or str(raw.get("taskDefinition", ""))
-    )
-    desired = int(raw.get("desiredCount", 0))
-    running = int(raw.get("runningCount", 0))
-    deployments = list(raw.get("deployments", ()))
-    primary = next((d for d in deployments if d.get("status") == "PRIMARY"), None)
-    if primary is None:
-        return ServiceRollout(
-            target=target,
-            state="in-progress",
-            detail="no deployment",
-            desired_count=desired,
-            running_count=running,
-        )
-    rollout = primary.get("rolloutState")
-    reason = primary.get("rolloutStateReason") or ""
-    if rollout == "FAILED":
-        return ServiceRollout(
-            target=target,
-            state="failed",
-            detail=reason,
-            desired_count=desired,
-            running_count=running,
-        )
-    if primary.get("taskDefinition") != expected:
-        return ServiceRollout(
-            target=target,
-            state="rolled-back",
-            detail=f"PRIMARY runs {primary.get('taskDefinition')}, not {expected}. {reason}",
-            desired_count=desired,
-            running_count=running,
-        )
-    done = (
-        len(deployments) == 1
-        and rollout in (None, "COMPLETED")
-        and running == desired
-        and int(primary.get("runningCount", running)) == desired
-    )
-    if done:
-        return ServiceRollout(
-            target=target, state="stable", desired_count=desired, running_count=running
-        )
-    detail = (
-        f"rollout {rollout or 'n/a'}, {running}/{desired} running, {len(deployments)} deployments"
-    )
+    """Where one service's rollout stands, from its describe_services entry (judged by
+    `controller.core.rollouts`)."""
+    service = live_service(raw, cluster=target.cluster) if raw is not None else None
+    judged = rollouts.rollout_of(service, expected=target.task_definition)
     return ServiceRollout(
         target=target,
-        state="in-progress",
-        detail=detail,
-        desired_count=desired,
-        running_count=running,
+        state=judged.state,
+        detail=judged.detail,
+        desired_count=judged.desired_count,
+        running_count=judged.running_count,
     )
 
 

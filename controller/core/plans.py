@@ -15,6 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from controller.core.diffs import FieldChange
+from controller.core.payloads import Payload
+
+__all__ = ["PAST_TENSE", "Action", "FieldChange", "Plan", "Reason", "ResourceKind", "Verb"]
+
 Verb = Literal["create", "update", "replace", "delete"]
 ResourceKind = Literal["cluster", "security-group", "instance", "task-definition", "service"]
 Reason = Literal["missing", "spec change", "drift", "orphan"]
@@ -27,13 +32,6 @@ PAST_TENSE: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class FieldChange:
-    path: str  # e.g. "desiredCount", "containerDefinitions[0].image"
-    before: Any  # JSON-serialisable; None when absent
-    after: Any
-
-
 @dataclass(frozen=True, kw_only=True)
 class Action:
     verb: Verb
@@ -43,16 +41,11 @@ class Action:
     cluster: str
     deployment: str | None = None
     fields: tuple[FieldChange, ...] = ()
-    # What the shell needs to carry the action out: the Desired* object for
-    # create/update/replace, the Live* object for update/replace/delete.
-    desired: Any = None
-    live: Any = None
+    # Exactly what the shell writes (`payloads`); None only in plans made by hand for
+    # tests of what merely reads a plan (the shell refuses to carry it out).
+    payload: Payload | None = None
     # The work-queue key this action belongs to: "cluster/<name>" or "deployment/<name>".
     key: str = ""
-    # Service create/update only: the task-definition revision to set on the service.
-    # None = the revision registered by this plan's task-definition `create` action of
-    # the same family (always earlier in the plan, under the same key).
-    task_definition_arn: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -93,18 +86,6 @@ class Plan:
             detected_drift=tuple(a for a in self.detected_drift if a.key == key),
             warnings=self.warnings,
             errors={key: self.errors[key]} if key in self.errors else {},
-        )
-
-    def excluding(self, unresolved: Mapping[str, str]) -> Plan:
-        """This plan without anything for the `unresolved` keys, which become errors:
-        a spec the planner could not see is never read as removed (nothing deleted)."""
-        if not unresolved:
-            return self
-        return Plan(
-            actions=tuple(a for a in self.actions if a.key not in unresolved),
-            detected_drift=tuple(a for a in self.detected_drift if a.key not in unresolved),
-            warnings=self.warnings,
-            errors={**self.errors, **unresolved},
         )
 
     def summary(self) -> dict[str, int]:

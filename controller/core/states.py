@@ -17,7 +17,7 @@ Conventions:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,6 +39,11 @@ TASK_DEFINITION_TAG = "ecs-infer:task-definition"
 
 def is_managed(tags: Mapping[str, str]) -> bool:
     return tags.get(MANAGED_BY) == MANAGED_BY_VALUE
+
+
+def family_of(task_definition_arn: str) -> str:
+    """`arn:aws:ecs:r:a:task-definition/ecs-neuron:3` (or `ecs-neuron:3`) -> `ecs-neuron`."""
+    return task_definition_arn.rsplit("/", 1)[-1].rsplit(":", 1)[0]
 
 
 # --- facts about the account, read before the desired state can be built --------------
@@ -148,6 +153,9 @@ class DesiredDeployment:
     task_definition: DesiredTaskDefinition
     service: DesiredService
     probe: ProbeSettings
+    ignore: frozenset[str] = frozenset()
+    """Field paths of the service (`diffs`) that others own: neither drift nor corrected,
+    in the plan and in what apply writes. `spec.ignore` (CONTRACT §7) will fill it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,12 +180,6 @@ class DesiredState:
             or self.unresolved_deployments
         )
 
-    def unresolved(self) -> dict[str, str]:
-        """Every unresolved spec by its work-queue key, with why."""
-        found = {f"cluster/{name}": why for name, why in self.unresolved_clusters.items()}
-        found |= {f"deployment/{name}": why for name, why in self.unresolved_deployments.items()}
-        return found
-
 
 # --- observed -------------------------------------------------------------------------
 
@@ -190,13 +192,48 @@ class LiveCluster:
     tags: Mapping[str, str]
 
 
+# Port ranges wider than this are kept as their first port only: a managed group never
+# opens ranges, so a wide one is drift either way and need not be expanded.
+MAX_EXPANDED_PORTS = 1024
+
+
+@dataclass(frozen=True, order=True)
+class IngressRange:
+    """One ingress rule as EC2 stores it: a protocol, a port range (-1, -1 for all
+    ports) and one CIDR."""
+
+    protocol: str
+    first: int
+    last: int
+    cidr: str
+
+
+def expand_ranges(ranges: Iterable[IngressRange]) -> frozenset[IngressRule]:
+    """One rule per (port, CIDR); port ranges expanded, "all traffic" as port -1."""
+    rules: set[IngressRule] = set()
+    for found in ranges:
+        if found.first < 0 or found.protocol == "-1":
+            ports: Iterable[int] = [-1]
+        elif found.last - found.first >= MAX_EXPANDED_PORTS:
+            ports = [found.first]
+        else:
+            ports = range(found.first, found.last + 1)
+        rules.update(IngressRule(port, found.cidr, found.protocol) for port in ports)
+    return frozenset(rules)
+
+
 @dataclass(frozen=True, kw_only=True)
 class LiveSecurityGroup:
     group_id: str
     name: str
     vpc_id: str
-    ingress: frozenset[IngressRule]  # one rule per (port, cidr); ranges expanded
+    ranges: frozenset[IngressRange]  # as read: what a sync revokes is exactly this
     tags: Mapping[str, str]
+
+    @property
+    def ingress(self) -> frozenset[IngressRule]:
+        """The rules per (port, CIDR): the plan's view, compared with the spec's."""
+        return expand_ranges(self.ranges)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,6 +246,7 @@ class LiveInstance:
     private_ip: str | None
     launch_time: float  # epoch seconds
     tags: Mapping[str, str]
+    subnet_id: str | None = None  # where it runs: launches spread by it
 
     @property
     def alive(self) -> bool:
@@ -262,6 +300,40 @@ class LiveService:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LiveContainerInstance:
+    """An EC2 instance as ECS sees it: registered in a cluster, with what it offers."""
+
+    arn: str
+    cluster: str
+    ec2_instance_id: str
+    status: str  # ACTIVE, DRAINING, REGISTERING, DEREGISTERING, INACTIVE
+    agent_connected: bool
+    running_tasks: int
+    pending_tasks: int
+    # Integer resources (CPU, MEMORY, and whatever the agent registers), by name.
+    registered: Mapping[str, int] = field(default_factory=dict)
+    remaining: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveTask:
+    """A task that runs or is meant to: what runs where, with which revision."""
+
+    arn: str
+    cluster: str
+    group: str  # "service:<name>" for a service's tasks
+    task_definition: str  # ARN
+    container_instance: str | None  # ARN; None for a task not placed yet
+    last_status: str  # PROVISIONING, PENDING, RUNNING, ... STOPPED
+    desired_status: str
+
+    @property
+    def service(self) -> str | None:
+        prefix = "service:"
+        return self.group.removeprefix(prefix) if self.group.startswith(prefix) else None
+
+
+@dataclass(frozen=True, kw_only=True)
 class ObservedState:
     facts: AccountFacts
     # Every cluster named by a spec, and every managed cluster (by tag), by name.
@@ -275,3 +347,10 @@ class ObservedState:
     # Task definition revisions read for a family (ACTIVE ones, oldest first). Only the
     # families `planning.families_to_read` asks for are read: a no-op pass reads none.
     task_definitions: Mapping[str, tuple[LiveTaskDefinition, ...]]
+    # Container instances of the ACTIVE clusters above, by cluster.
+    container_instances: Mapping[str, tuple[LiveContainerInstance, ...]] = field(
+        default_factory=dict
+    )
+    # Tasks of the ACTIVE clusters above that are meant to run (desired RUNNING), by
+    # cluster: what runs where, with its task definition.
+    tasks: Mapping[str, tuple[LiveTask, ...]] = field(default_factory=dict)

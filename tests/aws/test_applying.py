@@ -21,7 +21,21 @@ from controller.aws.applying import REPLACES_TAG, apply_plan
 from controller.aws.clients import AwsClients, RequestCounter
 from controller.aws.errors import TerminalError, TransientError
 from controller.aws.observing import live_service
+from controller.core.diffs import ingress_sync, merge_ranges
+from controller.core.payloads import (
+    CreateCluster,
+    CreateSecurityGroup,
+    DeleteService,
+    ExistingRevision,
+    ReplaceInstance,
+    ReplaceSecurityGroup,
+    SyncIngress,
+    UpdateSecurityGroup,
+    UpdateService,
+)
+from controller.core.planning.clusters import group_creation
 from controller.core.plans import Action, Plan
+from controller.core.states import LiveSecurityGroup
 from controller.pipeline import read_world, reconcile_pass
 from controller.sandbox.emulator import Emulator
 from controller.settings import AwsSettings
@@ -88,9 +102,9 @@ async def test_a_stale_plan_applied_twice_changes_nothing_the_second_time(
     from controller.core.planning import plan
 
     planned = plan(world.desired, world.observed)
-    await apply_plan(clients, planned, observed=world.observed)
+    await apply_plan(clients, planned)
     counter.reset()
-    again = await apply_plan(clients, planned, observed=world.observed)
+    again = await apply_plan(clients, planned)
     assert again.ok, again.error
     assert [item.outcome for item in again.applied] == ["unchanged"] * 6
     assert counter.writes() == {}
@@ -121,6 +135,7 @@ async def test_unmanaged_same_named_service_is_left_alone(
 
     # Even a plan that asks for it is refused: the shell re-reads the live tags.
     desired = result.desired.deployments["bert"].service
+    seen = live_service(live, cluster=CLUSTER)
     forced = Plan(
         actions=(
             Action(
@@ -130,10 +145,13 @@ async def test_unmanaged_same_named_service_is_left_alone(
                 reason="drift",
                 cluster=CLUSTER,
                 deployment="bert",
-                desired=desired,
-                live=live_service(live, cluster=CLUSTER),
+                payload=UpdateService(
+                    desired=desired,
+                    revision=ExistingRevision(arn=theirs),
+                    desired_count=desired.desired_count,
+                    tags=desired.tags,
+                ),
                 key="deployment/bert",
-                task_definition_arn=theirs,
             ),
             Action(
                 verb="delete",
@@ -141,7 +159,7 @@ async def test_unmanaged_same_named_service_is_left_alone(
                 id=SERVICE,
                 reason="orphan",
                 cluster=CLUSTER,
-                live=live_service(live, cluster=CLUSTER),
+                payload=DeleteService(cluster=seen.cluster, name=seen.name),
                 key="deployment/bert",
             ),
         )
@@ -171,7 +189,7 @@ async def test_unmanaged_same_named_cluster_is_never_recreated(
                 id=CLUSTER,
                 reason="missing",
                 cluster=CLUSTER,
-                desired=desired,
+                payload=CreateCluster(name=desired.name, tags=desired.tags),
                 key=f"cluster/{CLUSTER}",
             ),
         )
@@ -224,11 +242,11 @@ async def test_instance_type_change_replaces_each_instance_once(
     )
     assert [a.verb for a in planned.actions] == ["replace", "replace"]
     counter.reset()
-    report = await apply_plan(clients, planned, observed=world.observed)
+    report = await apply_plan(clients, planned)
     assert report.ok, report.error
     assert counter.count("RunInstances") == 2
     # The same (now stale) plan again: the replacements are found by their tag.
-    again = await apply_plan(clients, planned, observed=world.observed)
+    again = await apply_plan(clients, planned)
     assert again.ok and counter.count("RunInstances") == 2
     ec2 = aws.boto3_client("ec2")
     alive = [
@@ -240,7 +258,10 @@ async def test_instance_type_change_replaces_each_instance_once(
     ]
     assert sorted(i["InstanceType"] for i in alive) == ["inf1.2xlarge", "inf1.2xlarge"]
     replaced = {tags_of(i["Tags"], key="Key")[REPLACES_TAG] for i in alive}
-    assert replaced == {a.live.instance_id for a in planned.actions}
+    assert replaced == {
+        a.payload.instance_id for a in planned.actions if isinstance(a.payload, ReplaceInstance)
+    }
+    assert len(replaced) == 2
 
 
 async def test_spot_refused_everywhere_falls_back_to_on_demand(aws: Emulator) -> None:
@@ -331,9 +352,11 @@ async def test_noop_pass_cost_grows_with_batches_not_services(
     assert noop.plan.in_sync
     assert counter.writes() == {}
     # vpcs, subnets, ssm, list+describe clusters, groups, instances, list_services,
-    # and ceil(25 / 10) = 3 describe_services.
+    # and ceil(25 / 10) = 3 describe_services; what runs where: list_container_instances
+    # and list_tasks (moto registers no container instance and starts no task here).
     assert counter.count("ecs.DescribeServices") == 3
-    assert counter.total == 11, counter.by_operation()
+    assert counter.count("ecs.ListContainerInstances") == counter.count("ecs.ListTasks") == 1
+    assert counter.total == 11 + 2, counter.by_operation()
 
 
 async def test_security_group_replace_creates_in_the_new_vpc_and_drops_the_old(
@@ -357,7 +380,10 @@ async def test_security_group_replace_creates_in_the_new_vpc_and_drops_the_old(
                     id=desired.name,
                     reason="missing",
                     cluster=CLUSTER,
-                    desired=desired,
+                    payload=CreateSecurityGroup(
+                        desired=desired,
+                        ingress=SyncIngress(authorize=merge_ranges(desired.ingress)),
+                    ),
                     key=f"cluster/{CLUSTER}",
                 ),
             )
@@ -378,8 +404,13 @@ async def test_security_group_replace_creates_in_the_new_vpc_and_drops_the_old(
                     id=old.group_id,
                     reason="spec change",
                     cluster=CLUSTER,
-                    desired=moved,
-                    live=old,
+                    payload=ReplaceSecurityGroup(
+                        group_id=old.group_id,
+                        create=CreateSecurityGroup(
+                            desired=moved,
+                            ingress=SyncIngress(authorize=merge_ranges(moved.ingress)),
+                        ),
+                    ),
                     key=f"cluster/{CLUSTER}",
                 ),
             )
@@ -412,17 +443,29 @@ async def test_neighbouring_ports_take_one_rule_and_a_removed_port_splits_it(
     def rules(ports: Any) -> tuple[IngressRule, ...]:
         return tuple(IngressRule(port=port, cidr=cidr) for port in sorted(ports))
 
-    def group_action(verb: str, ingress: tuple[IngressRule, ...], live: Any = None) -> Plan:
+    def group_action(
+        verb: str, ingress: tuple[IngressRule, ...], live: LiveSecurityGroup | None = None
+    ) -> Plan:
+        wanted = replace(desired, ingress=ingress)
+        create = group_creation(wanted)
+        payload: CreateSecurityGroup | UpdateSecurityGroup = create
+        if live is not None:  # the sync the planner makes: as EC2 stores the rules
+            payload = UpdateSecurityGroup(
+                group_id=live.group_id,
+                cluster=CLUSTER,
+                ingress=ingress_sync(ingress, live.ranges),
+                tags={},
+                create=create,
+            )
         return Plan(
             actions=(
                 PlanAction(
-                    verb=verb,
+                    verb=verb,  # type: ignore[arg-type]
                     resource="security-group",
                     id=desired.name,
                     reason="missing" if verb == "create" else "spec change",
                     cluster=CLUSTER,
-                    desired=replace(desired, ingress=ingress),
-                    live=live,
+                    payload=payload,
                     key=f"cluster/{CLUSTER}",
                 ),
             )

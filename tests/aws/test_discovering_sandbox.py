@@ -243,3 +243,35 @@ async def test_incremental_discovery_follows_the_scheduler_with_list_calls_only(
         ecs.stop_task(cluster="inf", task=remaining.task_arn)
         after = await discoverer.discover(targets=targets)
         assert remaining.task_arn not in {e.task_arn for e in after.endpoints}
+
+
+async def test_observe_sees_what_runs_where_with_its_task_definition(
+    aws: Emulator, dataplane: DataPlane, clients: AwsClients
+) -> None:
+    """The observed state holds container instances and tasks, read in the same level."""
+    from controller.aws.observing import observe
+    from controller.core.states import AccountFacts
+
+    make_cluster(aws, "inf", instances=2)
+    bert_td = make_service(aws, "inf", "bert", count=2)
+    make_cluster(aws, "inf-other", instances=1)  # a name that contains the first one
+    facts = AccountFacts(region=clients.region, account_id="123456789012", default_vpc_id=None)
+
+    async def two_running() -> Any:
+        observed = await observe(clients, facts=facts, cluster_names=["inf", "inf-other"])
+        running = [t for t in observed.tasks.get("inf", ()) if t.last_status == "RUNNING"]
+        return observed if len(running) == 2 else None
+
+    observed = await eventually(two_running)
+
+    instances = observed.container_instances["inf"]
+    assert len(instances) == 2
+    assert all(i.ec2_instance_id.startswith("i-") and i.status == "ACTIVE" for i in instances)
+    tasks = observed.tasks["inf"]
+    assert {(t.service, t.task_definition, t.desired_status) for t in tasks} == {
+        ("bert", bert_td, "RUNNING")
+    }
+    assert {t.container_instance for t in tasks} <= {i.arn for i in instances}
+    # moto matches cluster names as substrings: the other cluster's state stays its own
+    assert observed.tasks["inf-other"] == ()
+    assert len(observed.container_instances["inf-other"]) == 1

@@ -8,13 +8,12 @@ from controller.aws.clients import AwsClients, RequestCounter
 from controller.aws.observing import (
     DESCRIBE_CLUSTERS_BATCH,
     DESCRIBE_SERVICES_BATCH,
-    family_of,
-    ingress_rules,
+    ingress_ranges,
     observe,
     observe_task_definitions,
     read_facts,
 )
-from controller.core.states import IngressRule
+from controller.core.states import IngressRule, expand_ranges, family_of
 from controller.sandbox.emulator import Emulator
 
 MANAGED = [{"key": "ecs-infer:managed-by", "value": "ecs-infer"}]
@@ -123,13 +122,20 @@ async def test_task_definitions_of_exactly_the_family(
 
 def test_family_of_and_ingress_expansion() -> None:
     assert family_of("arn:aws:ecs:us-east-1:1:task-definition/ecs-neuron:12") == "ecs-neuron"
-    rules = ingress_rules(
-        [
-            {"IpProtocol": "tcp", "FromPort": 8500, "ToPort": 8501, "IpRanges": [{"CidrIp": "a"}]},
-            {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "b"}]},
-        ]
+    rules = expand_ranges(
+        ingress_ranges(
+            [
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 8500,
+                    "ToPort": 8501,
+                    "IpRanges": [{"CidrIp": "a"}],
+                },
+                {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "b"}]},
+            ]
+        )
     )
-    assert rules == [
+    assert sorted(rules) == [
         IngressRule(-1, "b", "-1"),
         IngressRule(8500, "a", "tcp"),
         IngressRule(8501, "a", "tcp"),

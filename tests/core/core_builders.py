@@ -1,9 +1,9 @@
 """Builders for the pure core's tests: specs, account facts, and a model of AWS.
 
-`apply_to_model` is a small, pure model of what the shell does with each action kind,
-so that "apply the plan, then plan again" can be checked without AWS. It follows the
-shell's contract (see `controller.core.plans.Action` and `controller.core.planning`),
-not moto's quirks.
+`apply_to_model` is a small, pure model of what the shell does with each payload
+(`controller.core.payloads`): exactly the writes it names, nothing it would have to
+work out itself, so that "apply the plan, then plan again" checks that the payloads say
+everything. It follows the shell's contract, not moto's quirks.
 """
 
 from __future__ import annotations
@@ -15,12 +15,30 @@ from typing import Any
 from controller.catalog import AMI_PARAMETERS
 from controller.core.desired import desired_state
 from controller.core.normalising import normalise_task_definition
+from controller.core.payloads import (
+    CreateCluster,
+    CreateSecurityGroup,
+    CreateService,
+    DeleteCluster,
+    DeleteSecurityGroup,
+    DeleteService,
+    DeregisterTaskDefinition,
+    ExistingRevision,
+    LaunchInstance,
+    RegisterTaskDefinition,
+    ReplaceInstance,
+    ReplaceSecurityGroup,
+    RevisionRef,
+    TagCluster,
+    TerminateInstance,
+    UpdateSecurityGroup,
+    UpdateService,
+)
 from controller.core.planning import families_to_read, plan
 from controller.core.plans import Action, Plan
 from controller.core.states import (
     TASK_DEFINITION_TAG,
     AccountFacts,
-    DesiredCluster,
     DesiredService,
     DesiredState,
     DesiredTaskDefinition,
@@ -30,6 +48,7 @@ from controller.core.states import (
     LiveService,
     LiveTaskDefinition,
     ObservedState,
+    family_of,
 )
 from controller.specs.loading import SpecSet
 from controller.specs.models import InferenceCluster, InferenceDeployment
@@ -195,71 +214,103 @@ class _Model:
             },
         )
 
-    # one method per resource kind, named after Action.resource
+    def apply(self, action: Action) -> None:
+        """Carry out exactly what the payload says, as the shell does."""
+        match action.payload:
+            case CreateCluster() as payload:
+                self.create_cluster(payload)
+            case TagCluster(tags=tags, create=create):
+                live = self.clusters.get(create.name)
+                if live is None or live.status == "INACTIVE":
+                    self.create_cluster(create)
+                else:
+                    self.clusters[create.name] = dataclasses.replace(
+                        live, tags={**live.tags, **tags}
+                    )
+            case DeleteCluster(name=name):
+                self.clusters[name] = dataclasses.replace(self.clusters[name], status="INACTIVE")
+            case CreateSecurityGroup() as payload:
+                self.create_group(payload)
+            case UpdateSecurityGroup(cluster=cluster, ingress=sync, tags=tags):
+                live = self.security_groups[cluster]
+                self.security_groups[cluster] = dataclasses.replace(
+                    live,
+                    ranges=(live.ranges - sync.revoke) | sync.authorize,
+                    tags={**live.tags, **tags},
+                )
+            case ReplaceSecurityGroup(create=create):
+                self.create_group(create)
+            case DeleteSecurityGroup(group_id=group_id):
+                self.security_groups = {
+                    cluster: group
+                    for cluster, group in self.security_groups.items()
+                    if group.group_id != group_id
+                }
+            case LaunchInstance() as payload:
+                self.launch(payload)
+            case ReplaceInstance(instance_id=instance_id, launch=launch):
+                self.launch(launch)
+                self.terminate(instance_id)
+            case TerminateInstance(instance_id=instance_id):
+                self.terminate(instance_id)
+            case RegisterTaskDefinition(desired=desired):
+                self.register(desired)
+            case DeregisterTaskDefinition(arn=arn):
+                family = family_of(arn)
+                self.task_definitions[family] = [
+                    dataclasses.replace(r, status="INACTIVE") if r.arn == arn else r
+                    for r in self.task_definitions[family]
+                ]
+            case CreateService(desired=desired, revision=revision):
+                self.create_service(desired, self.arn_of(revision))
+            case UpdateService() as payload:
+                self.update_service(payload)
+            case DeleteService(cluster=cluster, name=name):
+                del self.services[(cluster, name)]
+            case None:
+                raise AssertionError(f"no payload: {action.sentence()}")
 
-    def cluster(self, action: Action) -> None:
-        if action.verb == "delete":
-            deleted = self.clusters[action.id]
-            self.clusters[action.id] = dataclasses.replace(deleted, status="INACTIVE")
-            return
-        desired: DesiredCluster = action.desired
-        live = self.clusters.get(action.id)
-        tags = {**(live.tags if live and action.verb == "update" else {}), **desired.tags}
-        self.clusters[action.id] = LiveCluster(
-            name=desired.name,
-            arn=f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{desired.name}",
+    def create_cluster(self, payload: CreateCluster) -> None:
+        self.clusters[payload.name] = LiveCluster(
+            name=payload.name,
+            arn=f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{payload.name}",
             status="ACTIVE",
-            tags=tags,
+            tags=dict(payload.tags),
         )
 
-    def security_group(self, action: Action) -> None:
-        if action.verb == "delete":
-            del self.security_groups[action.cluster]
-            return
-        desired = action.desired
-        live = self.security_groups.get(action.cluster)
-        group_id = (
-            live.group_id
-            if live is not None and action.verb == "update"
-            else f"sg-{self.next_serial():08x}"
-        )
-        self.security_groups[action.cluster] = LiveSecurityGroup(
-            group_id=group_id,
+    def create_group(self, payload: CreateSecurityGroup) -> None:
+        desired = payload.desired
+        self.security_groups[desired.cluster] = LiveSecurityGroup(
+            group_id=f"sg-{self.next_serial():08x}",
             name=desired.name,
             vpc_id=desired.vpc_id,
-            ingress=frozenset(desired.ingress),
-            tags={**(live.tags if live and action.verb == "update" else {}), **desired.tags},
+            ranges=payload.ingress.authorize,
+            tags=dict(desired.tags),
         )
 
-    def instance(self, action: Action) -> None:
-        items = self.instances.setdefault(action.cluster, [])
-        if action.verb in ("delete", "replace"):
-            items[:] = [i for i in items if i.instance_id != action.id]
-        if action.verb in ("create", "replace"):
-            fleet = action.desired
-            self.clock += 1
-            items.append(
-                LiveInstance(
-                    instance_id=f"i-{self.next_serial():017x}",
-                    state="pending",
-                    instance_type=fleet.instance_type,
-                    image_id=fleet.image_id,
-                    lifecycle=fleet.market,
-                    private_ip=None,
-                    launch_time=self.clock,
-                    tags=dict(fleet.tags),
-                )
+    def launch(self, payload: LaunchInstance) -> None:
+        fleet = payload.fleet
+        first = payload.attempts[0]  # the model never refuses capacity
+        self.clock += 1
+        self.instances.setdefault(fleet.cluster, []).append(
+            LiveInstance(
+                instance_id=f"i-{self.next_serial():017x}",
+                state="pending",
+                instance_type=fleet.instance_type,
+                image_id=fleet.image_id,
+                lifecycle=first.market,
+                private_ip=None,
+                launch_time=self.clock,
+                tags=dict(fleet.tags),
+                subnet_id=first.subnet_id,
             )
+        )
 
-    def task_definition(self, action: Action) -> None:
-        if action.verb == "delete":
-            family = action.live.family
-            self.task_definitions[family] = [
-                dataclasses.replace(r, status="INACTIVE") if r.arn == action.id else r
-                for r in self.task_definitions[family]
-            ]
-            return
-        desired: DesiredTaskDefinition = action.desired
+    def terminate(self, instance_id: str) -> None:
+        for items in self.instances.values():
+            items[:] = [i for i in items if i.instance_id != instance_id]
+
+    def register(self, desired: DesiredTaskDefinition) -> None:
         revisions = self.task_definitions.setdefault(desired.family, [])
         number = max((r.revision for r in revisions), default=0) + 1
         arn = task_definition_arn(desired.family, number)
@@ -275,16 +326,13 @@ class _Model:
         )
         self.registered[desired.family] = arn
 
-    def service(self, action: Action) -> None:
-        key = (action.cluster, action.id)
-        if action.verb == "delete":
-            del self.services[key]
-            return
-        desired: DesiredService = action.desired
-        arn = action.task_definition_arn or self.registered[desired.task_family]
-        live = self.services.get(key)
-        keep_tags = live.tags if live is not None and action.verb == "update" else {}
-        self.services[key] = LiveService(
+    def arn_of(self, revision: RevisionRef) -> str:
+        if isinstance(revision, ExistingRevision):
+            return revision.arn
+        return self.registered[revision.family]
+
+    def create_service(self, desired: DesiredService, arn: str) -> None:
+        self.services[(desired.cluster, desired.name)] = LiveService(
             arn=f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/{desired.cluster}/{desired.name}",
             name=desired.name,
             cluster=desired.cluster,
@@ -295,7 +343,31 @@ class _Model:
             task_definition=arn,
             deployments=(),
             placement_constraints=desired.placement_constraints,
-            tags={**keep_tags, **desired.tags, TASK_DEFINITION_TAG: arn},
+            tags={**desired.tags, TASK_DEFINITION_TAG: arn},
+        )
+
+    def update_service(self, payload: UpdateService) -> None:
+        desired = payload.desired
+        live = self.services.get((desired.cluster, desired.name))
+        arn = self.arn_of(payload.revision)
+        if live is None:
+            self.create_service(desired, arn)
+            return
+        tags = {**live.tags, **payload.tags}
+        if payload.record_revision:
+            tags[TASK_DEFINITION_TAG] = arn
+        self.services[(desired.cluster, desired.name)] = dataclasses.replace(
+            live,
+            desired_count=(
+                live.desired_count if payload.desired_count is None else payload.desired_count
+            ),
+            task_definition=arn if payload.set_task_definition else live.task_definition,
+            placement_constraints=(
+                live.placement_constraints
+                if payload.placement_constraints is None
+                else payload.placement_constraints
+            ),
+            tags=tags,
         )
 
 
@@ -303,7 +375,7 @@ def apply_to_model(plan: Plan, observed: ObservedState) -> ObservedState:
     """AWS after the shell has carried out `plan` (detected drift is never applied)."""
     model = _Model(observed)
     for action in plan.actions:
-        getattr(model, action.resource.replace("-", "_"))(action)
+        model.apply(action)
     return model.freeze()
 
 

@@ -244,7 +244,8 @@ def test_missing_facts_leave_the_cluster_and_its_deployments_unresolved(
     assert not desired.clusters and not desired.deployments and not desired.is_empty
     assert message in desired.unresolved_clusters["ecs-inf1-demo"]
     assert message in desired.unresolved_deployments["bert"]
-    assert set(desired.unresolved()) == {"cluster/ecs-inf1-demo", "deployment/bert"}
+    assert set(desired.unresolved_clusters) == {"ecs-inf1-demo"}
+    assert set(desired.unresolved_deployments) == {"bert"}
 
 
 def test_a_cluster_with_missing_facts_does_not_hide_the_others() -> None:
@@ -259,7 +260,8 @@ def test_a_cluster_with_missing_facts_does_not_hide_the_others() -> None:
         facts,
     )
     assert set(desired.clusters) == {"fine"} and set(desired.deployments) == {"b"}
-    assert set(desired.unresolved()) == {"cluster/broken", "deployment/a"}
+    assert set(desired.unresolved_clusters) == {"broken"}
+    assert set(desired.unresolved_deployments) == {"a"}
 
 
 def test_missing_facts_that_are_not_needed_are_not_errors() -> None:

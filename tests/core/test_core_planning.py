@@ -26,6 +26,15 @@ from core_builders import (
 )
 
 from controller.core.desired import desired_state
+from controller.core.diffs import merge_ranges
+from controller.core.payloads import (
+    CreateService,
+    ExistingRevision,
+    NewRevision,
+    RegisterTaskDefinition,
+    ReplaceInstance,
+    UpdateService,
+)
 from controller.core.planning import (
     EMPTY_SPECS_WARNING,
     NEW_REVISION,
@@ -44,7 +53,6 @@ from controller.core.states import (
     IngressRule,
     LiveCluster,
     LiveInstance,
-    LiveService,
     ObservedState,
 )
 
@@ -111,7 +119,9 @@ def test_from_an_empty_account_the_walkthrough_is_created_in_order() -> None:
         ("create", "service", "bert-inf1", "missing"),
     ]
     service = result.actions[-1]
-    assert service.task_definition_arn is None  # the revision registered just before
+    # the revision registered just before
+    assert isinstance(service.payload, CreateService)
+    assert isinstance(service.payload.revision, NewRevision)
     assert service.fields == (
         FieldChange("desiredCount", None, 1),
         FieldChange("taskDefinition", None, NEW_REVISION),
@@ -214,7 +224,13 @@ def test_a_drifted_desired_count_is_shown_field_by_field() -> None:
 
     [update] = result.actions
     assert update.fields == (FieldChange("desiredCount", 3, 1),)
-    assert update.task_definition_arn == in_sync().services[SERVICE].task_definition
+    assert isinstance(update.payload, UpdateService)
+    assert update.payload.revision == ExistingRevision(
+        arn=in_sync().services[SERVICE].task_definition
+    )
+    # exactly the one write: the count
+    assert (update.payload.desired_count, update.payload.set_task_definition) == (1, False)
+    assert update.payload.placement_constraints is None
 
 
 def test_a_service_pointed_elsewhere_goes_back_to_our_revision_without_a_read() -> None:
@@ -224,7 +240,9 @@ def test_a_service_pointed_elsewhere_goes_back_to_our_revision_without_a_read() 
 
     assert families_to_read(desired, view(model, ())) == set()
     [update] = plan(desired, view(model, ())).actions
-    assert update.task_definition_arn == ours
+    assert isinstance(update.payload, UpdateService)
+    assert update.payload.revision == ExistingRevision(arn=ours)
+    assert update.payload.set_task_definition
     assert update.fields == (
         FieldChange("taskDefinition", task_definition_arn("ecs-neuron", 7), ours),
     )
@@ -236,8 +254,10 @@ def test_a_spec_change_registers_a_revision_and_points_the_service_at_it() -> No
 
     assert families_to_read(desired, view(model, ())) == {"ecs-neuron"}
     create, update = plan_against(desired, model).actions
-    assert create.desired is desired.deployments["bert"].task_definition
-    assert update.task_definition_arn is None
+    assert isinstance(create.payload, RegisterTaskDefinition)
+    assert create.payload.desired is desired.deployments["bert"].task_definition
+    assert isinstance(update.payload, UpdateService)
+    assert isinstance(update.payload.revision, NewRevision)
     assert update.fields == (
         FieldChange("taskDefinition", task_definition_arn("ecs-neuron", 1), NEW_REVISION),
     )
@@ -251,7 +271,9 @@ def test_a_rollback_reuses_the_registered_revision() -> None:
     result = plan_against(original, model)
 
     assert summary(result) == [("update", "service", "bert-inf1", "spec change")]
-    assert result.actions[0].task_definition_arn == task_definition_arn("ecs-neuron", 1)
+    payload = result.actions[0].payload
+    assert isinstance(payload, UpdateService)
+    assert payload.revision == ExistingRevision(arn=task_definition_arn("ecs-neuron", 1))
 
 
 def test_detect_policy_reports_drift_without_correcting_it() -> None:
@@ -640,8 +662,9 @@ def test_a_replace_names_the_fields_that_differ() -> None:
     replace = plan_against(walkthrough_desired(), model).actions[0]
 
     assert replace.fields == (FieldChange("imageId", "ami-0old", INF1_AMI),)
-    assert replace.live == _instance(model, 0)
-    assert replace.desired == walkthrough_desired().clusters[DEMO].fleet
+    assert isinstance(replace.payload, ReplaceInstance)
+    assert replace.payload.instance_id == _instance(model, 0).instance_id
+    assert replace.payload.launch.fleet == walkthrough_desired().clusters[DEMO].fleet
 
 
 # --- security groups --------------------------------------------------------------------
@@ -651,7 +674,7 @@ def test_a_revoked_ingress_rule_is_restored_as_drift() -> None:
     model = in_sync()
     group = model.security_groups[DEMO]
     narrowed = dataclasses.replace(
-        group, ingress=frozenset({IngressRule(port=8500, cidr="172.31.0.0/16")})
+        group, ranges=merge_ranges({IngressRule(port=8500, cidr="172.31.0.0/16")})
     )
     model = dataclasses.replace(model, security_groups={DEMO: narrowed})
 
@@ -785,5 +808,40 @@ def test_planning_a_thousand_deployments_takes_under_a_second() -> None:
 def test_services_hold_their_live_service_for_the_shell() -> None:
     model = with_service(in_sync(), desired_count=3)
     [update] = plan_against(walkthrough_desired(), model).actions
-    assert isinstance(update.live, LiveService)
-    assert update.live.tags[TASK_DEFINITION_TAG] == update.task_definition_arn
+    assert isinstance(update.payload, UpdateService)
+    recorded = model.services[SERVICE].tags[TASK_DEFINITION_TAG]
+    assert update.payload.revision == ExistingRevision(arn=recorded)
+
+
+# --- specs the account cannot resolve --------------------------------------------------
+
+
+def test_an_unresolved_cluster_is_an_error_on_its_keys_and_never_read_as_removed() -> None:
+    both = specs(
+        walkthrough_cluster(),
+        walkthrough_deployment(),
+        cluster("other", ami="ami-0123abcd"),
+        deployment("other-bert", cluster="other", serviceName="other-bert"),
+    )
+    model = converge(desired_state(both, FACTS), empty_observed())
+    # The walkthrough's AMI parameter vanishes from SSM; the other cluster names its AMI.
+    facts = dataclasses.replace(FACTS, ami_ids={})
+    desired = desired_state(both, facts)
+    assert set(desired.unresolved_clusters) == {"ecs-inf1-demo"}
+    planned = plan_against(desired, dataclasses.replace(model, facts=facts))
+    assert planned.actions == ()  # nothing deleted, nothing else disturbed
+    assert set(planned.errors) == {"cluster/ecs-inf1-demo", "deployment/bert"}
+    assert "was not found in SSM" in planned.errors["cluster/ecs-inf1-demo"]
+    assert planned.for_key("deployment/bert").errors == {
+        "deployment/bert": planned.errors["deployment/bert"]
+    }
+    assert planned.for_key("deployment/other-bert").errors == {}
+
+
+def test_an_unresolved_cluster_with_nothing_live_yet_is_still_reported() -> None:
+    facts = dataclasses.replace(FACTS, ami_ids={})
+    desired = desired_state(specs(walkthrough_cluster(), walkthrough_deployment()), facts)
+    planned = plan_against(desired, empty_observed(facts))
+    assert planned.actions == ()
+    assert set(planned.errors) == {"cluster/ecs-inf1-demo", "deployment/bert"}
+    assert EMPTY_SPECS_WARNING not in planned.warnings

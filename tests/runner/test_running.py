@@ -133,13 +133,15 @@ async def test_nothing_is_read_or_applied_while_the_folder_is_invalid() -> None:
 # --- the runner ---------------------------------------------------------------------
 
 
-async def test_a_failing_key_backs_off_alone_while_the_others_converge() -> None:
+def converging_shell(**failures: set[str]) -> tuple[ScriptedShell, set[str]]:
+    """A shell planning a create for deployments a, b and c until each is applied once;
+    `failures` as ScriptedShell takes them. Returns it and the names applied."""
     done: set[str] = set()
 
     def next_level(spec_set: SpecSet) -> Level:
         return level(spec_set, *(action(f"deployment/{n}") for n in "abc" if n not in done))
 
-    shell = ScriptedShell(next_level, failing={"deployment/b"})
+    shell = ScriptedShell(next_level, **failures)  # type: ignore[arg-type]
     original = shell.apply
 
     async def apply(plan: Plan, *, level: Level) -> Applied:
@@ -149,6 +151,11 @@ async def test_a_failing_key_backs_off_alone_while_the_others_converge() -> None
         return result
 
     shell.apply = apply  # type: ignore[method-assign]
+    return shell, done
+
+
+async def test_a_failing_key_backs_off_alone_while_the_others_converge() -> None:
+    shell, done = converging_shell(failing={"deployment/b"})
     runner, _, metrics = make(shell, specs("a", "b", "c"))
     runner.start()
     runner.first_pass(["deployment/a", "deployment/b", "deployment/c"])
@@ -169,22 +176,8 @@ async def test_a_failing_key_backs_off_alone_while_the_others_converge() -> None
 
 
 async def test_a_terminal_error_is_not_retried_until_its_spec_changes_or_a_resync() -> None:
-    done: set[str] = set()
     current = {"specs": specs("a", "b", "c")}
-
-    def next_level(spec_set: SpecSet) -> Level:
-        return level(spec_set, *(action(f"deployment/{n}") for n in "abc" if n not in done))
-
-    shell = ScriptedShell(next_level, refused={"deployment/b"})
-    original = shell.apply
-
-    async def apply(plan: Plan, *, level: Level) -> Applied:
-        result = await original(plan, level=level)
-        if result.error is None:
-            done.add(plan.actions[0].key.rpartition("/")[2])
-        return result
-
-    shell.apply = apply  # type: ignore[method-assign]
+    shell, done = converging_shell(refused={"deployment/b"})
     settings = QueueSettings(workers=2, backoff_base_s=0.05, backoff_cap_s=0.2, verify_after_s=0.05)
     informer = Informer(shell)
     informer.set_specs(current["specs"])

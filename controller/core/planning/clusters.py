@@ -1,0 +1,144 @@
+"""Clusters and their security groups, for a cluster that is in the specs.
+
+Owns: creating a cluster (or re-creating one deleted behind our back), restoring its
+tags, and keeping its managed security group as the spec says: created, its ingress
+synced range by range (authorize before revoke), replaced when it must move VPC, deleted
+when the spec names its own groups. Then hands the fleet to `fleets`.
+Must not: touch a cluster or a group that is not ours (it warns instead), or plan what a
+removed cluster loses (`pruning`).
+"""
+
+from __future__ import annotations
+
+from controller.core.diffs import (
+    cluster_delta,
+    ingress_sync,
+    merge_ranges,
+    security_group_delta,
+)
+from controller.core.payloads import (
+    CreateCluster,
+    CreateSecurityGroup,
+    DeleteSecurityGroup,
+    ReplaceSecurityGroup,
+    SyncIngress,
+    TagCluster,
+    UpdateSecurityGroup,
+)
+from controller.core.planning.building import KeyPlan
+from controller.core.planning.fleets import launch_groups, plan_fleet
+from controller.core.planning.index import GONE_CLUSTER, foreign_cluster, reason_by_record
+from controller.core.plans import Reason
+from controller.core.states import (
+    SPEC_HASH_TAG,
+    DesiredCluster,
+    DesiredSecurityGroup,
+    ObservedState,
+    is_managed,
+)
+
+
+def group_creation(desired: DesiredSecurityGroup) -> CreateSecurityGroup:
+    """A new group with every desired range."""
+    return CreateSecurityGroup(
+        desired=desired, ingress=SyncIngress(authorize=merge_ranges(desired.ingress))
+    )
+
+
+def plan_security_group(out: KeyPlan, cluster: DesiredCluster, observed: ObservedState) -> None:
+    desired = cluster.security_group
+    live = observed.security_groups.get(cluster.name)
+    if live is not None and not is_managed(live.tags):
+        out.warnings.append(
+            f"security group {live.group_id} of cluster {cluster.name} is not managed by "
+            "ecs-infer: it is left alone"
+        )
+        return
+    if desired is None:
+        if live is not None:
+            # The spec now names its own groups: the managed one is no longer wanted.
+            out.add(
+                "delete",
+                "security-group",
+                live.group_id,
+                reason="orphan",
+                cluster=cluster.name,
+                payload=DeleteSecurityGroup(group_id=live.group_id),
+            )
+        return
+    if live is None:
+        out.add(
+            "create",
+            "security-group",
+            desired.name,
+            reason="missing",
+            cluster=cluster.name,
+            payload=group_creation(desired),
+        )
+        return
+    reason = reason_by_record(live.tags, desired.tags.get(SPEC_HASH_TAG, ""))
+    changes = security_group_delta(desired, live)
+    if changes.touches("vpcId"):
+        out.add(
+            "replace",
+            "security-group",
+            live.group_id,
+            reason=reason,
+            cluster=cluster.name,
+            payload=ReplaceSecurityGroup(group_id=live.group_id, create=group_creation(desired)),
+            fields=tuple(c for c in changes.changes if c.path == "vpcId"),
+        )
+        return
+    if changes:
+        out.add(
+            "update",
+            "security-group",
+            live.group_id,
+            reason=reason,
+            cluster=cluster.name,
+            payload=UpdateSecurityGroup(
+                group_id=live.group_id,
+                cluster=cluster.name,
+                ingress=ingress_sync(desired.ingress, live.ranges),
+                tags=changes.tags(),
+                create=group_creation(desired),
+            ),
+            fields=changes.readable(),
+        )
+
+
+def plan_desired_cluster(out: KeyPlan, cluster: DesiredCluster, observed: ObservedState) -> None:
+    name = cluster.name
+    live = observed.clusters.get(name)
+    if foreign_cluster(observed, name) is not None:
+        out.warnings.append(
+            f"cluster {name} exists and is not managed by ecs-infer: nothing is planned for it"
+        )
+        return
+    create = CreateCluster(name=name, tags=cluster.tags)
+    if live is None or live.status in GONE_CLUSTER:
+        # Ours and deleted behind our back is drift; never seen before is missing.
+        reason: Reason = "drift" if live is not None and is_managed(live.tags) else "missing"
+        out.add("create", "cluster", name, reason=reason, cluster=name, payload=create)
+    else:
+        changes = cluster_delta(cluster, live)
+        if changes:
+            # No applied-spec record on clusters: a tag that is gone was removed by
+            # someone (drift); a tag with another value follows a spec change.
+            removed = all(change.before is None for change in changes.changes)
+            out.add(
+                "update",
+                "cluster",
+                name,
+                reason="drift" if removed else "spec change",
+                cluster=name,
+                payload=TagCluster(tags=changes.tags(), create=create),
+                fields=changes.changes,
+            )
+    plan_security_group(out, cluster, observed)
+    plan_fleet(
+        out,
+        cluster,
+        observed.instances.get(name, ()),
+        security_group_ids=launch_groups(cluster, observed),
+    )
