@@ -103,8 +103,35 @@ async def read_world(specs: SpecSet, *, clients: AwsClients) -> World:
         clients, ami_parameters=ami_parameters_needed(specs), subnet_ids=subnet_ids
     )
     desired = desired_state(specs, facts)
-    cluster_names = set(desired.clusters) | {d.cluster for d in desired.deployments.values()}
-    observed = await observe(clients, facts=facts, cluster_names=cluster_names)
+    observed = await observe(clients, facts=facts, cluster_names=_cluster_names(specs))
+    families = families_to_read(desired, observed)
+    if families:
+        observed = await observe_task_definitions(clients, observed, families=families)
+    return World(desired=desired, observed=observed)
+
+
+def _cluster_names(specs: SpecSet) -> set[str]:
+    """The clusters a read must look at for these specs (every managed one besides)."""
+    return set(specs.clusters) | {d.spec.cluster for d in specs.deployments.values()}
+
+
+async def replan_world(
+    specs: SpecSet, *, read_for: SpecSet, observed: ObservedState, clients: AwsClients
+) -> World | None:
+    """The world for `specs` from an observed state read for other specs (`read_for`),
+    reading only what the new specs need and that read lacks: task-definition families.
+    None when it lacks more (an AMI parameter, a subnet, a cluster it never looked at):
+    then only a full `read_world` will do. A spec change leaves AWS as it was, so the
+    keys plan from the level in hand instead of waiting for a read of everything."""
+    facts = observed.facts
+    subnet_ids = {subnet for c in specs.clusters.values() for subnet in c.spec.subnetIds}
+    if (
+        not ami_parameters_needed(specs) <= set(facts.ami_ids)
+        or not subnet_ids <= set(facts.subnet_vpcs)
+        or not _cluster_names(specs) <= _cluster_names(read_for)
+    ):
+        return None
+    desired = desired_state(specs, facts)
     families = families_to_read(desired, observed)
     if families:
         observed = await observe_task_definitions(clients, observed, families=families)
@@ -149,13 +176,25 @@ class AwsShell:
     async def read_level(self, specs: SpecSet) -> Level:
         started = time.monotonic()
         world = await read_world(specs, clients=self.clients)
-        planned = plan(world.desired, world.observed)
+        return self._level(specs, world, read_at=time.time(), started=started)
+
+    async def replan(self, specs: SpecSet, *, level: Level) -> Level | None:
+        started = time.monotonic()
+        world = await replan_world(
+            specs, read_for=level.specs, observed=level.observed, clients=self.clients
+        )
+        if world is None:
+            return None
+        return self._level(specs, world, read_at=level.read_at, started=started)
+
+    @staticmethod
+    def _level(specs: SpecSet, world: World, *, read_at: float, started: float) -> Level:
         return Level(
             specs=specs,
             desired=world.desired,
             observed=world.observed,
-            plan=planned,
-            read_at=time.time(),
+            plan=plan(world.desired, world.observed),
+            read_at=read_at,
             duration_s=time.monotonic() - started,
         )
 

@@ -1,7 +1,8 @@
 """The daemon's main loop, whatever it talks to: watch, resync, work, serve, stop.
 
 Owns: the order things start and stop in; what a file change and a resync do (reload
-the folder, read a fresh level, enqueue every key); the leadership seam (a replica works
+the folder; a file change re-plans the level in hand, a resync reads a fresh one; then
+enqueue every key); the leadership seam (a replica works
 only while it leads: `SingleReplica` for now, a DynamoDB lease later); `/status` built
 on the event loop for the HTTP thread; and a clean stop (no new work, reconciles in flight
 finish within the grace period, companions closed, HTTP stopped).
@@ -178,7 +179,7 @@ class Daemon:
                     await asyncio.wait_for(stop.wait(), self.settings.resync.interval_s)
 
     async def on_change(self) -> None:
-        """A spec file changed: reload; when the specs moved, read and enqueue every key."""
+        """A spec file changed: reload; when the specs moved, re-plan and enqueue every key."""
         snapshot, changed = await self.source.reload()
         if not changed or not snapshot.valid:
             return

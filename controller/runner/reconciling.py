@@ -3,8 +3,9 @@
 Owns: `reconcile(key)` (controller-runtime's contract: it returns `Reconciled`, whose
 `requeue_after` says when to look again, or raises), and the informer: one batched read
 of AWS (`Level`: desired, observed, plan) shared by every key, re-read after each resync
-or spec change (stale for every key) and when a key that wrote, or waits on another
-key, comes back (stale for that key only; concurrent requests share one read).
+(stale for every key) and when a key that wrote, or waits on another key, comes back
+(stale for that key only; concurrent requests share one read); re-planned without
+reading AWS again when only the specs changed.
 Must not: count outcomes, back off, or log a summary (the runner does, in one place); or
 import the AWS shell: it reaches AWS through the `Shell` it is given (the AWS-backed
 one is `controller.daemon.AwsShell`), which keeps this package testable without AWS and
@@ -83,9 +84,13 @@ class Applied:
 
 
 class Shell(Protocol):
-    """The runner's view of AWS: read a level, carry out a plan."""
+    """The runner's view of AWS: read a level, plan new specs, carry out a plan."""
 
     async def read_level(self, specs: SpecSet) -> Level: ...
+
+    async def replan(self, specs: SpecSet, *, level: Level) -> Level | None:
+        """A level for `specs` from what `level` observed, reading only the little the
+        new specs need and it lacks; None when it lacks more (read everything then)."""
 
     async def apply(self, plan: Plan, *, level: Level) -> Applied: ...
 
@@ -98,10 +103,12 @@ LevelListener = Callable[[Level], None]
 class Informer:
     """One shared, batched read of AWS, fresh per key.
 
-    `level(key)` returns a level read after the last `mark_stale(key)` and the last
-    `mark_stale()` (every key); reads requested together share one (single flight). A
-    write marks stale only the key that made it, so the other keys keep planning from
-    the level they have, instead of every write costing every key a re-read."""
+    `level(key)` returns a level observed after the last `mark_stale(key)` and the last
+    `mark_stale()` (every key), planned from the current specs; reads requested together
+    share one (single flight). A write marks stale only the key that made it, so the
+    other keys keep planning from the level they have, instead of every write costing
+    every key a re-read. A spec change leaves AWS as it was: the level is re-planned from
+    what it observed (`Shell.replan`, which reads only what the new specs lack)."""
 
     def __init__(self, shell: Shell) -> None:
         self.shell = shell
@@ -111,19 +118,21 @@ class Informer:
         self.listeners: list[LevelListener] = []
         # Generations: each mark takes the next one; a read covers every mark before it.
         self._marked = 1
-        self._wanted_by_all = 1  # a level older than this is stale for every key
+        self._wanted_by_all = 1  # a level observed before this is stale for every key
         self._wanted_by_key: dict[str, int] = {}
         self._have = 0
+        self._specs_version = 0  # bumped by every spec change
+        self._planned_for = -1  # the specs version `latest` was planned from
         self._read: asyncio.Task[Level] | None = None
 
     def set_specs(self, specs: SpecSet) -> None:
         if specs != self.specs:
             self.specs = specs
-            self.mark_stale()
+            self._specs_version += 1
 
     def mark_stale(self, key: str | None = None) -> None:
         """The level no longer holds for `key` (it wrote to AWS, or waits on a change),
-        or for every key when `key` is None (the specs changed, a resync)."""
+        or for every key when `key` is None (a resync)."""
         self._marked += 1
         if key is None:
             self._wanted_by_all = self._marked
@@ -136,34 +145,53 @@ class Informer:
             return self._wanted_by_all
         return max(self._wanted_by_all, self._wanted_by_key.get(key, 0))
 
+    def _fresh(self, key: str | None) -> bool:
+        return (
+            self.latest is not None
+            and self._have >= self._wanted(key)
+            and self._planned_for == self._specs_version
+        )
+
     def fresh_for(self, key: str | None = None) -> bool:
-        return self.latest is not None and self._have >= self._wanted(key)
+        return self._fresh(key)
 
     @property
     def fresh(self) -> bool:
         """Fresh for every key."""
-        wanted = max((self._wanted_by_all, *self._wanted_by_key.values()))
-        return self.latest is not None and self._have >= wanted
+        return self._fresh(None) and all(
+            self._have >= wanted for wanted in self._wanted_by_key.values()
+        )
 
     async def level(self, key: str | None = None) -> Level:
         """A level fresh for `key` (for every key's common marks when None)."""
         while True:
-            if self.latest is not None and self._have >= self._wanted(key):
+            if self._fresh(key):
+                assert self.latest is not None
                 return self.latest
             if self._read is None or self._read.done():
+                observed_enough = self.latest is not None and self._have >= self._wanted(key)
                 self._read = asyncio.get_running_loop().create_task(
-                    self._read_level(self._marked, self.specs), name="informer read"
+                    self._read_level(
+                        self._marked, self.specs, self._specs_version, replan=observed_enough
+                    ),
+                    name="informer read",
                 )
             # shield: a cancelled reconcile must not cancel the read others wait for.
-            level = await asyncio.shield(self._read)
-            if self._have >= self._wanted(key):
-                return level
+            await asyncio.shield(self._read)
 
-    async def _read_level(self, generation: int, specs: SpecSet) -> Level:
-        level = await self.shell.read_level(specs)
+    async def _read_level(
+        self, generation: int, specs: SpecSet, version: int, *, replan: bool
+    ) -> Level:
+        base, have = self.latest, self._have
+        replanned = await self.shell.replan(specs, level=base) if replan and base else None
+        if replanned is not None:
+            level, generation = replanned, have  # observed nothing new
+        else:
+            level = await self.shell.read_level(specs)
         if generation >= self._have:
             self._have = generation
             self.latest = level
+            self._planned_for = version
             # Marks the read covered are done with.
             self._wanted_by_key = {
                 key: wanted for key, wanted in self._wanted_by_key.items() if wanted > generation

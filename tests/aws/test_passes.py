@@ -21,7 +21,7 @@ from aws_helpers import (
 
 from controller.aws.clients import AwsClients, RequestCounter
 from controller.aws.waiting import WaitTimedOut
-from controller.pipeline import reconcile_pass, run_pass
+from controller.pipeline import AwsShell, reconcile_pass, run_pass
 from controller.sandbox.emulator import Emulator
 from controller.settings import Settings, WaitSettings
 from controller.specs.loading import SpecSet
@@ -261,3 +261,20 @@ async def test_a_cluster_whose_ami_parameter_is_missing_fails_only_its_own_keys(
     assert ecs.describe_clusters(clusters=["inf2-demo"])["clusters"][0]["status"] == "ACTIVE"
     lines = result.report_lines()
     assert any(line.startswith("error: cluster/inf2-demo:") for line in lines), lines
+
+
+async def test_a_spec_change_is_planned_from_the_level_in_hand(
+    aws: Emulator, clients: AwsClients, counter: RequestCounter
+) -> None:
+    await reconcile_pass(demo_specs(), clients=clients, apply=True)
+    shell = AwsShell(clients)
+    level = await shell.read_level(demo_specs())
+    assert level.plan.in_sync
+    counter.reset()
+    replanned = await shell.replan(demo_specs(replicas=2), level=level)
+    assert replanned is not None and counter.total == 0  # AWS is as it was: no read
+    assert [(a.verb, a.resource) for a in replanned.plan.actions] == [("update", "service")]
+    assert replanned.observed is level.observed and replanned.read_at == level.read_at
+    # A spec naming a cluster the level never looked at needs a read of everything.
+    grown = two_cluster_specs()
+    assert await shell.replan(grown, level=level) is None

@@ -105,11 +105,17 @@ class ScriptedShell:
     read_delay_s: float = 0.0
     apply_delay_s: float = 0.0
     reads: int = 0
+    replans: int = 0
     applied: list[str] = field(default_factory=list)
 
     async def read_level(self, spec_set: SpecSet) -> Level:
         self.reads += 1
         await asyncio.sleep(self.read_delay_s)
+        return self.next_level(spec_set)
+
+    async def replan(self, spec_set: SpecSet, *, level: Level) -> Level | None:
+        """New specs planned against the script's world, read or not: counted apart."""
+        self.replans += 1
         return self.next_level(spec_set)
 
     async def apply(self, plan: Plan, *, level: Level) -> Applied:

@@ -86,6 +86,37 @@ async def test_a_write_makes_the_level_stale_for_its_own_key_only() -> None:
     assert shell.reads == 3 and informer.fresh
 
 
+async def test_a_spec_change_replans_from_the_level_in_hand_without_a_read() -> None:
+    shell = ScriptedShell(lambda s: level(s))
+    informer = Informer(shell)
+    await informer.level()
+    informer.set_specs(specs("a", "b"))
+    assert not informer.fresh_for("deployment/c")
+    replanned = await asyncio.gather(informer.level("deployment/a"), informer.level())
+    assert shell.reads == 1 and shell.replans == 1  # shared, and AWS not read again
+    assert replanned[0] is replanned[1] and set(replanned[0].specs.deployments) == {"a", "b"}
+    # A key that wrote still gets a level observed after its write.
+    informer.mark_stale("deployment/a")
+    await informer.level("deployment/a")
+    assert shell.reads == 2 and shell.replans == 1
+
+
+async def test_a_replan_that_lacks_what_the_specs_need_reads_everything() -> None:
+    shell = ScriptedShell(lambda s: level(s))
+
+    async def cannot(spec_set: SpecSet, *, level: Level) -> Level | None:
+        shell.replans += 1
+        return None
+
+    shell.replan = cannot  # type: ignore[method-assign]
+    informer = Informer(shell)
+    await informer.level()
+    informer.set_specs(specs("z"))
+    fresh = await informer.level("deployment/z")
+    assert shell.replans == 1 and shell.reads == 2
+    assert set(fresh.specs.deployments) == {"z"}
+
+
 async def test_a_cancelled_reader_does_not_cancel_the_shared_read() -> None:
     shell = ScriptedShell(lambda s: level(s), read_delay_s=0.05)
     informer = Informer(shell)
