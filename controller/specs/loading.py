@@ -10,6 +10,7 @@ on part of a folder (a half-valid folder would look like deleted specs and prune
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,15 @@ def _message(error: Mapping[str, Any]) -> str:
     return f"{location}: {text}" if location else text
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> tuple[Any, ...]:
+    """The YAML documents of a file's text, with their line numbers. Remembered by the
+    text itself: a daemon reloading a folder of many files after one changed parses only
+    that one again (ruamel's round-trip parser is most of a reload's cost). The documents
+    are only read, never changed, so sharing them between loads is safe."""
+    return tuple(YAML(typ="rt").load_all(text))
+
+
 class _Loader:
     def __init__(self) -> None:
         self.errors: list[SpecError] = []
@@ -168,7 +178,7 @@ class _Loader:
             self.error(path, 1, f"cannot read file: {exc}")
             return
         try:
-            documents = list(YAML(typ="rt").load_all(text))
+            documents = _parse(text)
         except MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else 1

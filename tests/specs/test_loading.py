@@ -175,3 +175,17 @@ def test_missing_folder_is_an_error(tmp_path: Path) -> None:
 def test_committed_schema_is_current() -> None:
     committed = (REPO / "specs" / "schema.json").read_text()
     assert committed == render(), "run: python -m controller.specs.schema > specs/schema.json"
+
+
+def test_a_reload_sees_each_file_as_it_is_now(tmp_path: Path) -> None:
+    # Parsed documents are remembered by text: an edit is a new text, and an identical
+    # file elsewhere is still its own file in every error.
+    cluster = write(tmp_path, "cluster.yaml", CLUSTER + "    maxInstances: 10\n")
+    first = load_folder(tmp_path)
+    assert first.ok and first.specs.clusters["demo"].spec.capacity.maxInstances == 10
+    cluster.write_text(CLUSTER + "    maxInstances: 3\n")
+    second = load_folder(tmp_path)
+    assert second.specs.clusters["demo"].spec.capacity.maxInstances == 3
+    write(tmp_path, "copy.yaml", cluster.read_text())
+    third = load_folder(tmp_path)
+    assert [(e.path.name, e.line) for e in third.errors] == [("copy.yaml", 4)]
