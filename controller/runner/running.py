@@ -153,12 +153,13 @@ class Runner:
         for key in keys:
             if not self.owns(key):
                 continue
+            unparked = False
             if key in self.parked:
                 if not resync and self.parked[key] == self.reconciler.fingerprint(key):
                     continue
                 del self.parked[key]
-                now = True
-            if now or not (self.queue.scheduled(key) or self.queue.busy(key)):
+                unparked = True
+            if now or unparked or not (self.queue.scheduled(key) or self.queue.busy(key)):
                 self.queue.add(key)
 
     async def stop(self, *, grace_s: float) -> None:

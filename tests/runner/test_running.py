@@ -4,6 +4,7 @@ the runner does in one place (metrics, backoff, status, readiness). No AWS invol
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import pytest
@@ -323,3 +324,16 @@ async def test_stop_lets_the_reconcile_in_flight_finish() -> None:
     assert shell.applied == ["deployment/a"]
     assert runner.statuses["deployment/a"].result == "success"
     assert time.monotonic() - started < 1
+
+
+async def test_unparking_one_key_leaves_another_key_s_backoff_alone() -> None:
+    shell = ScriptedShell(lambda s: level(s))
+    runner, _, _ = make(shell, specs("a", "b"), backoff_base_s=60)
+    runner.parked["deployment/a"] = dataclasses.replace(
+        runner.reconciler.fingerprint("deployment/a"), account="another account"
+    )
+    runner.queue.add_rate_limited("deployment/b")  # backing off for a minute
+    runner.enqueue(["deployment/a", "deployment/b"])
+    assert runner.queue.queued == ("deployment/a",)
+    assert "deployment/a" not in runner.parked and runner.queue.scheduled("deployment/b")
+    runner.queue.shut_down()
