@@ -51,14 +51,17 @@ import structlog
 
 from controller.aws.clients import AwsClients
 from controller.aws.errors import AwsError, error_code, map_error
-from controller.aws.observing import chunks
+from controller.aws.observing import (
+    chunks,
+    describe_container_instances,
+    describe_tasks,
+    in_cluster,
+    list_running_task_arns,
+)
 from controller.core.endpoints import DiscoveryTarget, Endpoint
 
 log = structlog.get_logger(__name__)
 
-LIST_TASKS_PAGE = 100
-DESCRIBE_TASKS_BATCH = 100
-DESCRIBE_CONTAINER_INSTANCES_BATCH = 100
 DESCRIBE_INSTANCES_BATCH = 100
 FULL_REFRESH_S = 300.0
 RUNNING: Final[Literal["RUNNING"]] = "RUNNING"
@@ -240,7 +243,7 @@ class Discoverer:
         cache.tasks = {arn: task for arn, task in cache.tasks.items() if arn in listed}
         unknown = [arn for arn in task_arns if arn not in cache.tasks]
         if unknown:
-            for raw in await _describe_tasks(self.clients, cluster, unknown):
+            for raw in await describe_tasks(self.clients, cluster=cluster, arns=unknown):
                 task = _running_task(raw)
                 if task is not None and task.arn in listed:
                     cache.tasks[task.arn] = task
@@ -271,7 +274,7 @@ class Discoverer:
         pending: list[tuple[_Task, DiscoveryTarget, int]] = []
         for task in list(cache.tasks.values()):
             target = by_group.get(task.group)
-            if target is None or not _in_cluster(task.cluster_arn, cluster):
+            if target is None or not in_cluster(task.cluster_arn, cluster):
                 continue
             if task.eni_address is not None:
                 endpoints.append(
@@ -336,50 +339,25 @@ def _running_task(raw: Mapping[str, Any]) -> _Task | None:
 
 
 async def _list_running_tasks(clients: AwsClients, cluster: str) -> list[str] | None:
-    arns: list[str] = []
+    """The cluster's running task ARNs; None when the cluster does not exist."""
     try:
-        async for page in clients.ecs.get_paginator("list_tasks").paginate(
-            cluster=cluster,
-            desiredStatus=RUNNING,
-            PaginationConfig={"PageSize": LIST_TASKS_PAGE},
-        ):
-            arns.extend(page.get("taskArns", ()))
+        return await list_running_task_arns(clients, cluster=cluster)
     except Exception as error:
         if error_code(error) == "ClusterNotFoundException":
             return None
         raise
-    return sorted(set(arns))
-
-
-async def _describe_tasks(
-    clients: AwsClients, cluster: str, arns: Sequence[str]
-) -> list[Mapping[str, Any]]:
-    responses = await asyncio.gather(
-        *(
-            clients.ecs.describe_tasks(cluster=cluster, tasks=list(batch))
-            for batch in chunks(arns, DESCRIBE_TASKS_BATCH)
-        )
-    )
-    # Tasks gone between the list and the describe come back in `failures`: skip them.
-    return [task for response in responses for task in response.get("tasks", ())]
 
 
 async def _ec2_instance_ids(
     clients: AwsClients, cluster: str, container_instance_arns: Sequence[str]
 ) -> dict[str, str]:
     """Container instance ARN -> EC2 instance id (missing ones are left out)."""
-    responses = await asyncio.gather(
-        *(
-            clients.ecs.describe_container_instances(
-                cluster=cluster, containerInstances=list(batch)
-            )
-            for batch in chunks(container_instance_arns, DESCRIBE_CONTAINER_INSTANCES_BATCH)
-        )
+    found = await describe_container_instances(
+        clients, cluster=cluster, arns=container_instance_arns
     )
     return {
         instance["containerInstanceArn"]: instance["ec2InstanceId"]
-        for response in responses
-        for instance in response.get("containerInstances", ())
+        for instance in found
         if instance.get("containerInstanceArn") and instance.get("ec2InstanceId")
     }
 
@@ -405,10 +383,6 @@ async def _private_addresses(clients: AwsClients, instance_ids: Sequence[str]) -
         *(read(batch) for batch in chunks(instance_ids, DESCRIBE_INSTANCES_BATCH))
     )
     return {key: value for result in results for key, value in result.items()}
-
-
-def _in_cluster(cluster_arn: str, cluster: str) -> bool:
-    return cluster_arn == cluster or cluster_arn.endswith(f"/{cluster}")
 
 
 def _eni_address(task: Mapping[str, Any]) -> str | None:

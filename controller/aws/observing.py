@@ -299,25 +299,64 @@ def live_service(raw: Mapping[str, Any], *, cluster: str) -> LiveService:
     )
 
 
-async def read_container_instances(
-    clients: AwsClients, *, cluster: str
-) -> tuple[LiveContainerInstance, ...]:
-    """The cluster's container instances (every status ECS lists), by ARN."""
+async def list_container_instance_arns(clients: AwsClients, *, cluster: str) -> list[str]:
+    """The cluster's container instances (every status ECS lists), sorted."""
     arns: list[str] = []
     async for page in clients.ecs.get_paginator("list_container_instances").paginate(
         cluster=cluster, PaginationConfig={"PageSize": LIST_PAGE}
     ):
         arns.extend(page.get("containerInstanceArns", ()))
+    return sorted(set(arns))
+
+
+async def describe_container_instances(
+    clients: AwsClients, *, cluster: str, arns: Sequence[str]
+) -> list[Mapping[str, Any]]:
+    """The container instances of `arns`, 100 per call; ones gone are left out."""
     responses = await _gather(
         clients.ecs.describe_container_instances(cluster=cluster, containerInstances=list(batch))
-        for batch in chunks(sorted(set(arns)), DESCRIBE_CONTAINER_INSTANCES_BATCH)
+        for batch in chunks(arns, DESCRIBE_CONTAINER_INSTANCES_BATCH)
     )
-    found = [
-        live_container_instance(raw, cluster=cluster)
-        for response in responses
-        for raw in response.get("containerInstances", ())
-    ]
-    return tuple(sorted(found, key=lambda i: i.arn))
+    return [raw for response in responses for raw in response.get("containerInstances", ())]
+
+
+async def list_running_task_arns(clients: AwsClients, *, cluster: str) -> list[str]:
+    """The cluster's tasks that are meant to run (desiredStatus RUNNING), sorted."""
+    arns: list[str] = []
+    async for page in clients.ecs.get_paginator("list_tasks").paginate(
+        cluster=cluster, desiredStatus="RUNNING", PaginationConfig={"PageSize": LIST_PAGE}
+    ):
+        arns.extend(page.get("taskArns", ()))
+    return sorted(set(arns))
+
+
+async def describe_tasks(
+    clients: AwsClients, *, cluster: str, arns: Sequence[str]
+) -> list[Mapping[str, Any]]:
+    """The tasks of `arns`, 100 per call. Tasks gone since the list come back in
+    `failures` and are left out. moto's `describe_tasks` ignores the cluster, so a
+    caller that must not see other clusters' tasks checks `in_cluster`."""
+    responses = await _gather(
+        clients.ecs.describe_tasks(cluster=cluster, tasks=list(batch))
+        for batch in chunks(arns, DESCRIBE_TASKS_BATCH)
+    )
+    return [raw for response in responses for raw in response.get("tasks", ())]
+
+
+def in_cluster(cluster_arn: str, cluster: str) -> bool:
+    """Whether a `clusterArn` (or bare name) is `cluster`: moto's `list_tasks` matches
+    cluster names as substrings."""
+    return cluster_arn == cluster or cluster_arn.endswith(f"/{cluster}")
+
+
+async def read_container_instances(
+    clients: AwsClients, *, cluster: str
+) -> tuple[LiveContainerInstance, ...]:
+    """The cluster's container instances (every status ECS lists), by ARN."""
+    arns = await list_container_instance_arns(clients, cluster=cluster)
+    found = await describe_container_instances(clients, cluster=cluster, arns=arns)
+    live = (live_container_instance(raw, cluster=cluster) for raw in found)
+    return tuple(sorted(live, key=lambda i: i.arn))
 
 
 def _resources(resources: Iterable[Mapping[str, Any]]) -> dict[str, int]:
@@ -343,29 +382,15 @@ def live_container_instance(raw: Mapping[str, Any], *, cluster: str) -> LiveCont
 
 
 async def read_tasks(clients: AwsClients, *, cluster: str) -> tuple[LiveTask, ...]:
-    """The cluster's tasks that are meant to run (desired RUNNING), by ARN. Matched to
-    the cluster by `clusterArn` too: moto's `list_tasks` matches cluster names as
-    substrings and its `describe_tasks` ignores the cluster."""
-    arns: list[str] = []
-    async for page in clients.ecs.get_paginator("list_tasks").paginate(
-        cluster=cluster, desiredStatus="RUNNING", PaginationConfig={"PageSize": LIST_PAGE}
-    ):
-        arns.extend(page.get("taskArns", ()))
-    responses = await _gather(
-        clients.ecs.describe_tasks(cluster=cluster, tasks=list(batch))
-        for batch in chunks(sorted(set(arns)), DESCRIBE_TASKS_BATCH)
-    )
-    found = [
+    """The cluster's tasks that are meant to run (desired RUNNING), by ARN."""
+    arns = await list_running_task_arns(clients, cluster=cluster)
+    found = await describe_tasks(clients, cluster=cluster, arns=arns)
+    live = (
         live_task(raw, cluster=cluster)
-        for response in responses
-        for raw in response.get("tasks", ())  # gone since the list: in `failures`
-        if _in_cluster(str(raw.get("clusterArn", cluster)), cluster)
-    ]
-    return tuple(sorted(found, key=lambda t: t.arn))
-
-
-def _in_cluster(cluster_arn: str, cluster: str) -> bool:
-    return cluster_arn == cluster or cluster_arn.endswith(f"/{cluster}")
+        for raw in found
+        if in_cluster(str(raw.get("clusterArn", cluster)), cluster)
+    )
+    return tuple(sorted(live, key=lambda t: t.arn))
 
 
 def live_task(raw: Mapping[str, Any], *, cluster: str) -> LiveTask:

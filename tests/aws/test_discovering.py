@@ -20,13 +20,9 @@ from moto.ec2.models import ec2_backends
 from moto.ecs.models import ecs_backends
 
 from controller.aws.clients import AwsClients, RequestCounter
-from controller.aws.discovering import (
-    DESCRIBE_TASKS_BATCH,
-    Discoverer,
-    discover,
-    discover_endpoints,
-)
+from controller.aws.discovering import Discoverer, discover, discover_endpoints
 from controller.aws.errors import TransientError
+from controller.aws.observing import DESCRIBE_TASKS_BATCH
 from controller.core.endpoints import DiscoveryTarget, Endpoint, is_loopback
 from controller.sandbox.emulator import BACKEND_LOCK, REGION, Emulator
 from controller.settings import AwsSettings
