@@ -12,22 +12,14 @@ import json
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from controller.logs import LogFormat, configure_logging
-from controller.settings import (
-    ProberSettings,
-    ProbingSettings,
-    QueueSettings,
-    ResyncSettings,
-    RunnerSettings,
-    ServingSettings,
-    Settings,
-    WaitSettings,
-)
+from controller.settings import Settings
 from controller.specs.loading import LoadResult, load_folder
 
 if TYPE_CHECKING:
@@ -81,41 +73,32 @@ def settings_from(
     default. The environment is read here only for what botocore does not decide itself:
     whether the prober may dial addresses outside loopback (not when `AWS_ENDPOINT_URL`
     points at an emulator, whose made-up addresses belong to somebody else's network)."""
-    defaults = Settings()
-    runner = defaults.runner
-    queue = runner.queue
-    if workers is not None or backoff_cap_s is not None:
-        queue = QueueSettings(
-            workers=workers if workers is not None else queue.workers,
-            backoff_cap_s=backoff_cap_s if backoff_cap_s is not None else queue.backoff_cap_s,
-        )
     if allow_non_loopback is None:
         allow_non_loopback = not environ.get("AWS_ENDPOINT_URL")
-    probing = runner.probing
-    probing = ProbingSettings(
+    defaults = Settings()
+    runner = defaults.runner
+    probing = replace(
+        runner.probing,
         enabled=probe,
-        discovery_interval_s=(
-            discovery_interval_s
-            if discovery_interval_s is not None
-            else probing.discovery_interval_s
-        ),
-        prober=ProberSettings(allow_non_loopback=allow_non_loopback),
+        prober=replace(runner.probing.prober, allow_non_loopback=allow_non_loopback),
+        **_given(discovery_interval_s=discovery_interval_s),
     )
-    return Settings(
-        runner=RunnerSettings(
-            queue=queue,
-            resync=(
-                ResyncSettings(interval_s=resync_interval_s)
-                if resync_interval_s is not None
-                else runner.resync
-            ),
-            serving=ServingSettings(metrics_addr=metrics_addr or runner.serving.metrics_addr),
+    return replace(
+        defaults,
+        runner=replace(
+            runner,
+            queue=replace(runner.queue, **_given(workers=workers, backoff_cap_s=backoff_cap_s)),
+            resync=replace(runner.resync, **_given(interval_s=resync_interval_s)),
+            serving=replace(runner.serving, **_given(metrics_addr=metrics_addr)),
             probing=probing,
         ),
-        waits=(
-            WaitSettings(timeout_s=wait_timeout_s) if wait_timeout_s is not None else defaults.waits
-        ),
+        waits=replace(defaults.waits, **_given(timeout_s=wait_timeout_s)),
     )
+
+
+def _given(**values: object) -> dict[str, Any]:
+    """The flags that were given (None = left out, the setting keeps its default)."""
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def _load_or_report(path: Path) -> LoadResult:

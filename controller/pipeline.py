@@ -98,21 +98,32 @@ class PassResult:
 async def read_world(specs: SpecSet, *, clients: AwsClients) -> World:
     """Facts, the desired state, and the observed state with the task-definition
     families the planner needs (a pass in sync reads none)."""
-    subnet_ids = {subnet for c in specs.clusters.values() for subnet in c.spec.subnetIds}
     facts = await read_facts(
-        clients, ami_parameters=ami_parameters_needed(specs), subnet_ids=subnet_ids
+        clients, ami_parameters=ami_parameters_needed(specs), subnet_ids=_named_subnets(specs)
     )
     desired = desired_state(specs, facts)
     observed = await observe(clients, facts=facts, cluster_names=_cluster_names(specs))
-    families = families_to_read(desired, observed)
-    if families:
-        observed = await observe_task_definitions(clients, observed, families=families)
-    return World(desired=desired, observed=observed)
+    return await _with_families(desired, observed, clients=clients)
 
 
 def _cluster_names(specs: SpecSet) -> set[str]:
     """The clusters a read must look at for these specs (every managed one besides)."""
     return set(specs.clusters) | {d.spec.cluster for d in specs.deployments.values()}
+
+
+def _named_subnets(specs: SpecSet) -> set[str]:
+    """The subnets the specs name explicitly (the default VPC's are always read)."""
+    return {subnet for cluster in specs.clusters.values() for subnet in cluster.spec.subnetIds}
+
+
+async def _with_families(
+    desired: DesiredState, observed: ObservedState, *, clients: AwsClients
+) -> World:
+    """The world, once the task-definition families the planner asks for are read."""
+    families = families_to_read(desired, observed)
+    if families:
+        observed = await observe_task_definitions(clients, observed, families=families)
+    return World(desired=desired, observed=observed)
 
 
 async def replan_world(
@@ -124,18 +135,13 @@ async def replan_world(
     then only a full `read_world` will do. A spec change leaves AWS as it was, so the
     keys plan from the level in hand instead of waiting for a read of everything."""
     facts = observed.facts
-    subnet_ids = {subnet for c in specs.clusters.values() for subnet in c.spec.subnetIds}
     if (
         not ami_parameters_needed(specs) <= set(facts.ami_ids)
-        or not subnet_ids <= set(facts.subnet_vpcs)
+        or not _named_subnets(specs) <= set(facts.subnet_vpcs)
         or not _cluster_names(specs) <= _cluster_names(read_for)
     ):
         return None
-    desired = desired_state(specs, facts)
-    families = families_to_read(desired, observed)
-    if families:
-        observed = await observe_task_definitions(clients, observed, families=families)
-    return World(desired=desired, observed=observed)
+    return await _with_families(desired_state(specs, facts), observed, clients=clients)
 
 
 async def reconcile_pass(specs: SpecSet, *, clients: AwsClients, apply: bool) -> PassResult:

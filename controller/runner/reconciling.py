@@ -145,27 +145,26 @@ class Informer:
             return self._wanted_by_all
         return max(self._wanted_by_all, self._wanted_by_key.get(key, 0))
 
-    def _fresh(self, key: str | None) -> bool:
+    def fresh_for(self, key: str | None = None) -> bool:
+        """Whether `latest` may be planned from for `key`: observed after its marks, and
+        planned from the current specs."""
         return (
             self.latest is not None
             and self._have >= self._wanted(key)
             and self._planned_for == self._specs_version
         )
 
-    def fresh_for(self, key: str | None = None) -> bool:
-        return self._fresh(key)
-
     @property
     def fresh(self) -> bool:
         """Fresh for every key."""
-        return self._fresh(None) and all(
+        return self.fresh_for(None) and all(
             self._have >= wanted for wanted in self._wanted_by_key.values()
         )
 
     async def level(self, key: str | None = None) -> Level:
         """A level fresh for `key` (for every key's common marks when None)."""
         while True:
-            if self._fresh(key):
+            if self.fresh_for(key):
                 assert self.latest is not None
                 return self.latest
             if self._read is None or self._read.done():
