@@ -96,6 +96,13 @@ class Metrics:
             ["deployment", "resource"],
             registry=r,
         )
+        self.cluster_drift = Gauge(
+            "ecsinfer_cluster_drift",
+            "1 while a cluster's own resource (cluster, security-group, instance) differs "
+            "from the spec.",
+            ["cluster", "resource"],
+            registry=r,
+        )
         self.drift_corrections = Counter(
             "ecsinfer_drift_corrections",
             "Drift the controller corrected.",

@@ -25,10 +25,20 @@ import structlog
 from controller.aws.applying import ApplyReport, apply_plan
 from controller.aws.clients import AwsClients, RequestHook
 from controller.aws.errors import AwsError
-from controller.aws.observing import observe, observe_task_definitions, read_facts
+from controller.aws.observing import (
+    observe,
+    observe_revisions,
+    observe_task_definitions,
+    read_facts,
+)
 from controller.aws.waiting import ServiceRollout, ServiceTarget, wait_until_stable
 from controller.core.desired import ami_parameters_needed, desired_state
-from controller.core.planning import families_to_read, plan
+from controller.core.planning import (
+    families_to_read,
+    newest_to_read,
+    plan,
+    revisions_to_read,
+)
 from controller.core.plans import Plan
 from controller.core.states import DesiredState, ObservedState
 from controller.runner.reconciling import Applied, Level
@@ -119,10 +129,17 @@ def _named_subnets(specs: SpecSet) -> set[str]:
 async def _with_families(
     desired: DesiredState, observed: ObservedState, *, clients: AwsClients
 ) -> World:
-    """The world, once the task-definition families the planner asks for are read."""
+    """The world, once the task-definition families the planner asks for are read, and
+    the revisions it judges drift by: each family's newest, then those it names."""
     families = families_to_read(desired, observed)
     if families:
         observed = await observe_task_definitions(clients, observed, families=families)
+    observed = await observe_revisions(
+        clients, observed, newest_of=newest_to_read(desired, observed)
+    )
+    observed = await observe_revisions(
+        clients, observed, describe=revisions_to_read(desired, observed)
+    )
     return World(desired=desired, observed=observed)
 
 

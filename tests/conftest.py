@@ -11,13 +11,18 @@ from collections.abc import Iterator
 
 import pytest
 
+from controller.sandbox.ecs.patches import install_patches, remove_patches
 from controller.sandbox.emulator import REGION, Emulator, start_emulator
 
 
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[Emulator]:
+    """moto with the sandbox's API patches (what AWS stores and answers that moto does
+    not, e.g. a service's deploymentConfiguration), even without the data plane."""
     emulator = start_emulator()
+    install_patches()
     yield emulator
+    remove_patches()
     emulator.stop()
 
 

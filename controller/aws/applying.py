@@ -73,6 +73,7 @@ from controller.core.payloads import (
     RevisionRef,
     SyncIngress,
     TagCluster,
+    TagInstance,
     TerminateInstance,
     UpdateSecurityGroup,
     UpdateService,
@@ -82,6 +83,7 @@ from controller.core.plans import PAST_TENSE, Action, Plan
 from controller.core.states import (
     CLUSTER_TAG,
     MANAGED_BY,
+    RETIRED_TAG,
     TASK_DEFINITION_TAG,
     IngressRange,
     is_managed,
@@ -252,6 +254,8 @@ async def _carry_out(context: _Context, action: Action) -> _Result:
             return await _replace_instance(context, payload)
         case TerminateInstance() as payload:
             return await _terminate_instance(context, payload.instance_id)
+        case TagInstance() as payload:
+            return await _tag_instance(context, payload)
         case RegisterTaskDefinition() as payload:
             return await _register(context, payload)
         case DeregisterTaskDefinition() as payload:
@@ -312,14 +316,18 @@ async def _create_cluster(context: _Context, payload: CreateCluster) -> _Result:
 
 
 async def _tag_cluster(context: _Context, payload: TagCluster) -> _Result:
-    name = payload.create.name
+    name = payload.name
     live = await _describe_cluster(context, name)
     if live is None or live.get("status") == "INACTIVE":
+        if payload.create is None:
+            return "unchanged", name, "cluster is gone: nothing recorded"
         return await _create_cluster(context, payload.create)
-    _refuse_unmanaged(ecs_tags(live.get("tags")), f"cluster {name}")
-    await context.clients.ecs.tag_resource(
-        resourceArn=live["clusterArn"], tags=ecs_tag_list(payload.tags)
-    )
+    live_tags = ecs_tags(live.get("tags"))
+    _refuse_unmanaged(live_tags, f"cluster {name}")
+    tags = tags_to_write(payload.tags, live_tags)
+    if not tags:
+        return "unchanged", name, "tags already written"
+    await context.clients.ecs.tag_resource(resourceArn=live["clusterArn"], tags=ecs_tag_list(tags))
     return "updated", name, "tags"
 
 
@@ -599,8 +607,22 @@ async def _terminate_instance(context: _Context, instance_id: str) -> _Result:
     if raw is None or raw.get("State", {}).get("Name") in ("shutting-down", "terminated"):
         return "unchanged", instance_id, "already terminated"
     _refuse_unmanaged(ec2_tags(raw.get("Tags")), f"instance {instance_id}")
+    # Ours to retire: a terminated instance without this tag was taken away by someone.
+    await context.clients.ec2.create_tags(
+        Resources=[instance_id], Tags=ec2_tag_list({RETIRED_TAG: "true"})
+    )
     await context.clients.ec2.terminate_instances(InstanceIds=[instance_id])
     return "deleted", instance_id, "terminated"
+
+
+async def _tag_instance(context: _Context, payload: TagInstance) -> _Result:
+    instance_id = payload.instance_id
+    raw = await _describe_instance(context, instance_id)
+    if raw is None or raw.get("State", {}).get("Name") in ("shutting-down", "terminated"):
+        return "unchanged", instance_id, "instance is gone"
+    _refuse_unmanaged(ec2_tags(raw.get("Tags")), f"instance {instance_id}")
+    await context.clients.ec2.create_tags(Resources=[instance_id], Tags=ec2_tag_list(payload.tags))
+    return "updated", instance_id, "tags"
 
 
 # --- task definitions -----------------------------------------------------------------
@@ -714,13 +736,13 @@ async def _create_service(context: _Context, payload: CreateService) -> _Result:
         "desiredCount": desired.desired_count,
         "launchType": "EC2",
         # A rollout whose tasks keep failing stops and rolls back; `waiting` reports it.
-        "deploymentConfiguration": {
-            "deploymentCircuitBreaker": {"enable": True, "rollback": True},
-        },
+        "deploymentConfiguration": dict(desired.deployment_configuration),
         "tags": ecs_tag_list({**desired.tags, TASK_DEFINITION_TAG: revision}),
     }
     if desired.placement_constraints:
         request["placementConstraints"] = [dict(c) for c in desired.placement_constraints]
+    if desired.placement_strategy:
+        request["placementStrategy"] = [dict(s) for s in desired.placement_strategy]
     await ecs.create_service(**request)
     return "created", desired.name, f"on {revision.rsplit('/', 1)[-1]}"
 
@@ -740,6 +762,11 @@ async def _update_service(context: _Context, payload: UpdateService) -> _Result:
         changes["taskDefinition"] = revision  # always the full ARN, never family:revision
     if payload.placement_constraints is not None:
         changes["placementConstraints"] = [dict(c) for c in payload.placement_constraints]
+    if payload.placement_strategy is not None:
+        # An empty list removes every strategy (UpdateService's documented way).
+        changes["placementStrategy"] = [dict(s) for s in payload.placement_strategy]
+    if payload.deployment_configuration is not None:
+        changes["deploymentConfiguration"] = dict(payload.deployment_configuration)
     done = sorted(changes)
     if changes:
         await ecs.update_service(cluster=desired.cluster, service=desired.name, **changes)

@@ -30,7 +30,12 @@ import structlog
 
 from controller.aws.clients import AwsClients
 from controller.aws.errors import translating_errors
-from controller.core.normalising import normalise_task_definition
+from controller.core.normalising import (
+    normalise_deployment_configuration,
+    normalise_placement_constraints,
+    normalise_placement_strategy,
+    normalise_task_definition,
+)
 from controller.core.states import (
     CLUSTER_TAG,
     MANAGED_BY,
@@ -65,7 +70,16 @@ GET_PARAMETERS_BATCH = 10
 # From this many families to read, list the account's families first (see
 # `read_task_definitions`).
 LIST_FAMILIES_FROM = 10
-LIVE_INSTANCE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
+# Terminated instances too (EC2 shows them for about an hour): one that is ours and was
+# not retired by us was taken away behind our back (`planning.fleets.lost_instances`).
+LIVE_INSTANCE_STATES = (
+    "pending",
+    "running",
+    "shutting-down",
+    "stopping",
+    "stopped",
+    "terminated",
+)
 
 
 def chunks(items: Sequence[_T], size: int) -> list[Sequence[_T]]:
@@ -205,6 +219,73 @@ async def observe_task_definitions(
     return replace(observed, task_definitions={**observed.task_definitions, **read})
 
 
+async def observe_revisions(
+    clients: AwsClients,
+    observed: ObservedState,
+    *,
+    newest_of: Iterable[str] = (),
+    describe: Iterable[str] = (),
+) -> ObservedState:
+    """`observed` with the newest ACTIVE revision of the families `newest_of` and the
+    revisions `describe` (ARNs) read as well."""
+    families = sorted(set(newest_of) - set(observed.newest_revisions))
+    arns = sorted(set(describe) - set(observed.described_revisions))
+    if not (families or arns):
+        return observed
+    with translating_errors():
+        newest = await newest_revisions(clients, families=families)
+        described = await _gather(describe_task_definition(clients, arn=arn) for arn in arns)
+    return replace(
+        observed,
+        newest_revisions={**observed.newest_revisions, **newest},
+        described_revisions={
+            **observed.described_revisions,
+            **{revision.arn: revision for revision in described if revision is not None},
+        },
+    )
+
+
+# Up to this many families, one listing each; beyond, one listing of the account's
+# ACTIVE revisions (100 a page) costs fewer calls.
+NEWEST_PER_FAMILY_UP_TO = 2
+
+
+async def newest_revisions(
+    clients: AwsClients, *, families: Sequence[str]
+) -> dict[str, str | None]:
+    """The ARN of each family's newest ACTIVE revision (None: it has none). A resync
+    pays ceil(ACTIVE revisions / 100) calls for every family at once, not one each."""
+    if not families:
+        return {}
+    if len(families) <= NEWEST_PER_FAMILY_UP_TO:
+        found = await _gather(_newest_of_family(clients, family=family) for family in families)
+        return dict(zip(families, found, strict=True))
+    wanted = set(families)
+    newest: dict[str, str | None] = dict.fromkeys(families)
+    async for page in clients.ecs.get_paginator("list_task_definitions").paginate(
+        status="ACTIVE", PaginationConfig={"PageSize": 100}
+    ):
+        for arn in page.get("taskDefinitionArns", ()):
+            family = family_of(arn)
+            if family in wanted and _revision_number(arn) > _revision_number(newest[family]):
+                newest[family] = arn
+    return newest
+
+
+async def _newest_of_family(clients: AwsClients, *, family: str) -> str | None:
+    """In one call on ECS (moto ignores `sort` and `maxResults` and lists every
+    revision: the highest is taken either way)."""
+    response = await clients.ecs.list_task_definitions(
+        familyPrefix=family, status="ACTIVE", sort="DESC", maxResults=1
+    )
+    arns = [arn for arn in response.get("taskDefinitionArns", ()) if family_of(arn) == family]
+    return max(arns, key=_revision_number, default=None)
+
+
+def _revision_number(arn: str | None) -> int:
+    return int(arn.rsplit(":", 1)[-1]) if arn else 0
+
+
 async def read_clusters(clients: AwsClients, *, names: Iterable[str]) -> dict[str, LiveCluster]:
     """Clusters named here, plus every cluster carrying the managed-by tag."""
     named = set(names)
@@ -291,9 +372,10 @@ def live_service(raw: Mapping[str, Any], *, cluster: str) -> LiveService:
             )
             for d in raw.get("deployments", ())
         ),
-        placement_constraints=tuple(
-            {str(k): str(v) for k, v in constraint.items()}
-            for constraint in raw.get("placementConstraints", ())
+        placement_constraints=normalise_placement_constraints(raw.get("placementConstraints")),
+        placement_strategy=normalise_placement_strategy(raw.get("placementStrategy")),
+        deployment_configuration=normalise_deployment_configuration(
+            raw.get("deploymentConfiguration")
         ),
         tags=ecs_tags(raw.get("tags")),
     )
@@ -452,7 +534,7 @@ def ingress_ranges(permissions: Iterable[Mapping[str, Any]]) -> frozenset[Ingres
 
 
 async def read_instances(clients: AwsClients) -> dict[str, tuple[LiveInstance, ...]]:
-    """Managed instances that are not terminated, by their cluster tag, oldest first."""
+    """Managed instances (terminated ones included), by their cluster tag, oldest first."""
     by_cluster: dict[str, list[LiveInstance]] = defaultdict(list)
     for raw in await describe_managed_instances(clients):
         instance = live_instance(raw)

@@ -16,11 +16,13 @@ runner fails their keys alone, while every other cluster is planned as usual.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from controller.catalog import ami_parameter, shape_of
 from controller.core.neuron import Replica, instances_needed
+from controller.core.normalising import without_paths
 from controller.core.states import (
     CLUSTER_TAG,
     DELETION_POLICY_TAG,
@@ -53,6 +55,24 @@ from controller.specs.models import InferenceCluster, InferenceDeployment
 AMI_AUTO = "auto"
 SECURITY_GROUP_PREFIX = "ecs-infer-"
 
+# The deployment configuration of every managed service: a rollout whose tasks keep
+# failing stops and rolls back (ECS's circuit breaker); rolling, within ECS's defaults.
+DEPLOYMENT_CONFIGURATION: Mapping[str, Any] = {
+    "deploymentCircuitBreaker": {"enable": True, "rollback": True},
+    "maximumPercent": 200,
+    "minimumHealthyPercent": 100,
+}
+
+
+def ignored_paths(names: Iterable[str], *, model_container: str) -> frozenset[str]:
+    """`spec.ignore` (CONTRACT §7) as the field paths of `diffs` that others own."""
+    paths: dict[str, tuple[str, ...]] = {
+        "replicas": ("desiredCount",),
+        "placement": ("placementConstraints", "placementStrategy"),
+        "image": (f"containerDefinitions[{model_container}].image",),
+    }
+    return frozenset(path for name in names for path in paths[name])
+
 
 def ownership_tags(*, cluster: str, deployment: str | None = None) -> dict[str, str]:
     """The tags CONTRACT §5 puts on every resource the controller creates."""
@@ -73,7 +93,7 @@ def security_group_name(cluster: str) -> str:
 
 def service_spec_hash(
     *,
-    desired_count: int,
+    desired_count: int | None,
     task_content_hash: str,
     deletion_policy: str,
     deployment: str,
@@ -83,7 +103,8 @@ def service_spec_hash(
     Live differing while the service's recorded hash equals this one is drift; a
     recorded hash that differs means the spec changed since the last apply. The
     deletion policy and the deployment name are applied too (as tags), so a change of
-    either is a spec change, not drift.
+    either is a spec change, not drift. `desired_count` is None under `ignore:
+    [replicas]`: the count is not ours, so changing it in the spec applies nothing.
     """
     return short_hash(
         {
@@ -253,6 +274,7 @@ def _cluster(
         name=name,
         tags={**ownership_tags(cluster=name), **policy},
         deletion_policy=spec.deletionPolicy,
+        drift_policy=spec.driftPolicy,
         fleet=fleet,
         security_group=security_group,
     )
@@ -262,7 +284,12 @@ def _deployment(deployment: InferenceDeployment, *, instance_type: str) -> Desir
     name = deployment.metadata.name
     spec = deployment.spec
     content = task_definition_content(deployment, instance_type=instance_type)
-    task_hash = content_hash(content)
+    ignore = ignored_paths(spec.ignore, model_container=spec.model.name)
+    # Under `ignore: [image]` the image is not ours: revisions that differ only in the
+    # model's image hash alike, so a CI pipeline's new image is neither drift nor undone.
+    task_hash = content_hash(
+        without_paths(content, spec.model.name, ("image",)) if "image" in spec.ignore else content
+    )
     ownership = ownership_tags(cluster=spec.cluster, deployment=name)
     task_definition = DesiredTaskDefinition(
         family=deployment.task_family,
@@ -276,7 +303,7 @@ def _deployment(deployment: InferenceDeployment, *, instance_type: str) -> Desir
         },
     )
     spec_hash = service_spec_hash(
-        desired_count=spec.replicas,
+        desired_count=None if "replicas" in spec.ignore else spec.replicas,
         task_content_hash=task_hash,
         deletion_policy=spec.deletionPolicy,
         deployment=name,
@@ -289,6 +316,7 @@ def _deployment(deployment: InferenceDeployment, *, instance_type: str) -> Desir
         task_family=deployment.task_family,
         # Placement lives in the task definition (see `taskdefs.instance_type_constraint`).
         placement_constraints=(),
+        deployment_configuration=DEPLOYMENT_CONFIGURATION,
         spec_hash=spec_hash,
         tags={
             **ownership,
@@ -316,6 +344,7 @@ def _deployment(deployment: InferenceDeployment, *, instance_type: str) -> Desir
             latency_objective_s=probe.latencyObjective,
             output_filter=tuple(probe.outputFilter),
         ),
+        ignore=ignore,
     )
 
 

@@ -8,17 +8,20 @@ nor corrected, because the plan's fields *and* the payload the shell executes ar
 built from the same delta. Must not: decide what to do about a difference (that is
 `planning`), or do I/O.
 
-Field paths: `desiredCount`, `taskDefinition`, `placementConstraints`, `tags.<key>`,
-`ingress`, `vpcId`, `instanceType`, `imageId`, `market`. An ignored path also ignores
-what lies below it (`tags` ignores every `tags.<key>`).
+Field paths: `status`, `desiredCount`, `taskDefinition`, `placementConstraints`,
+`placementStrategy`, `deploymentConfiguration.<field>[.<field>]`, `tags.<key>`,
+`ingress`, `vpcId`, `instanceType`, `imageId`, `market`, `state`, and a task
+definition's content as `containerDefinitions[<name>].<field>...` (`content_changes`).
+An ignored path also ignores what lies below it (`tags` ignores every `tags.<key>`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from controller.core.normalising import normalise_task_definition
 from controller.core.payloads import SyncIngress
 from controller.core.states import (
     NEURON_CORES_TAG,
@@ -29,12 +32,14 @@ from controller.core.states import (
     DesiredFleet,
     DesiredSecurityGroup,
     DesiredService,
+    DesiredTaskDefinition,
     IngressRange,
     IngressRule,
     LiveCluster,
     LiveInstance,
     LiveSecurityGroup,
     LiveService,
+    LiveTaskDefinition,
 )
 
 NO_IGNORE: frozenset[str] = frozenset()
@@ -66,6 +71,10 @@ class Delta:
     def touches(self, path: str) -> bool:
         return any(change.path == path for change in self.changes)
 
+    def touches_below(self, path: str) -> bool:
+        """A change at `path` or anywhere below it."""
+        return any(is_ignored(change.path, frozenset({path})) for change in self.changes)
+
     def tags(self) -> dict[str, str]:
         """The tags to write: every changed tag with its desired value."""
         return {
@@ -84,6 +93,12 @@ def is_ignored(path: str, ignore: frozenset[str]) -> bool:
     return any(
         path == ignored or path.startswith((f"{ignored}.", f"{ignored}[")) for ignored in ignore
     )
+
+
+def ignored_fields(ignore: frozenset[str], *, container: str) -> tuple[str, ...]:
+    """The fields of the named container that `ignore` leaves to others."""
+    prefix = f"containerDefinitions[{container}]."
+    return tuple(path.removeprefix(prefix) for path in sorted(ignore) if path.startswith(prefix))
 
 
 def delta(changes: Iterable[FieldChange], *, ignore: frozenset[str] = NO_IGNORE) -> Delta:
@@ -181,14 +196,26 @@ def market_fits(instance: LiveInstance, fleet: DesiredFleet) -> bool:
     )
 
 
+# Instances that were stopped: they keep their place in the fleet until replaced.
+STOPPED_INSTANCE = frozenset({"stopping", "stopped"})
+
+
 def instance_delta(instance: LiveInstance, fleet: DesiredFleet) -> Delta:
-    """What an instance would need to change to belong to `fleet` (it cannot in place)."""
+    """What an instance would need to change to belong to `fleet` (it cannot in place):
+    its type, image or market, or its state when someone stopped it."""
     changes = changed("instanceType", instance.instance_type, fleet.instance_type)
     changes += changed("imageId", instance.image_id, fleet.image_id)
     # A replacement is launched on the fleet's market first: say so whenever it differs.
     if (changes or not market_fits(instance, fleet)) and instance.lifecycle != fleet.market:
         changes.append(FieldChange("market", instance.lifecycle, fleet.market))
+    if instance.state in STOPPED_INSTANCE:
+        changes.append(FieldChange("state", instance.state, "running"))
     return delta(changes)
+
+
+def instance_tag_delta(instance: LiveInstance, fleet: DesiredFleet) -> Delta:
+    """The fleet's tags an instance lacks: restorable in place, unlike `instance_delta`."""
+    return delta(tag_changes(fleet.tags, instance.tags))
 
 
 def fits(instance: LiveInstance, fleet: DesiredFleet) -> bool:
@@ -199,16 +226,67 @@ def constraints_json(constraints: Iterable[Mapping[str, str]]) -> list[dict[str,
     return [dict(constraint) for constraint in constraints]
 
 
+def nested_changes(path: str, live: Any, desired: Any) -> list[FieldChange]:
+    """Field by field below `path`: objects by key, lists of named objects by name
+    (`containerDefinitions[bert]`, `environment[NEURON_RT_NUM_CORES]`), any other value
+    (or list) whole."""
+    if isinstance(live, Mapping) and isinstance(desired, Mapping):
+        changes: list[FieldChange] = []
+        for key in sorted(set(live) | set(desired), key=str):
+            changes += nested_changes(
+                f"{path}.{key}" if path else str(key), live.get(key), desired.get(key)
+            )
+        return changes
+    if _named_list(live) and _named_list(desired):
+        live_by, desired_by = _by_name(live), _by_name(desired)
+        changes = []
+        for name in sorted(set(live_by) | set(desired_by)):
+            changes += nested_changes(f"{path}[{name}]", live_by.get(name), desired_by.get(name))
+        return changes
+    return changed(path, live, desired)
+
+
+def _named_list(value: Any) -> bool:
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and bool(value)
+        and all(isinstance(item, Mapping) and "name" in item for item in value)
+    )
+
+
+def _by_name(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    return {str(item["name"]): item for item in items}
+
+
+def content_changes(
+    desired: DesiredTaskDefinition | Mapping[str, Any], live: LiveTaskDefinition
+) -> list[FieldChange]:
+    """How a described revision differs from the desired content, field by field, both
+    normalised (so that what AWS fills in is never a difference)."""
+    content = desired.content if isinstance(desired, DesiredTaskDefinition) else desired
+    return nested_changes(
+        "", normalise_task_definition(live.content), normalise_task_definition(content)
+    )
+
+
+def revision_delta(
+    desired: DesiredTaskDefinition, live: LiveTaskDefinition, *, ignore: frozenset[str] = NO_IGNORE
+) -> Delta:
+    return delta(content_changes(desired, live), ignore=ignore)
+
+
 def service_delta(
     desired: DesiredService,
     live: LiveService,
     *,
     revision: str,
+    record: str | None = None,
     ignore: frozenset[str] = NO_IGNORE,
 ) -> Delta:
     """`revision` is the ARN the service should run (or the placeholder of one that this
-    plan registers): it is both the `taskDefinition` to set and the revision recorded in
-    `TASK_DEFINITION_TAG`."""
+    plan registers): the `taskDefinition` to set, and the revision recorded in
+    `TASK_DEFINITION_TAG` unless `record` names another."""
     changes = changed("desiredCount", live.desired_count, desired.desired_count)
     changes += changed("taskDefinition", live.task_definition, revision)
     changes += changed(
@@ -216,5 +294,15 @@ def service_delta(
         constraints_json(live.placement_constraints),
         constraints_json(desired.placement_constraints),
     )
-    changes += tag_changes({**desired.tags, TASK_DEFINITION_TAG: revision}, live.tags)
+    changes += changed(
+        "placementStrategy",
+        constraints_json(live.placement_strategy),
+        constraints_json(desired.placement_strategy),
+    )
+    changes += nested_changes(
+        "deploymentConfiguration",
+        live.deployment_configuration,
+        desired.deployment_configuration,
+    )
+    changes += tag_changes({**desired.tags, TASK_DEFINITION_TAG: record or revision}, live.tags)
     return delta(changes, ignore=ignore)

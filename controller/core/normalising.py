@@ -191,3 +191,69 @@ def normalise_task_definition(content: Mapping[str, Any]) -> dict[str, Any]:
 def same_content(left: Mapping[str, Any], right: Mapping[str, Any]) -> bool:
     """Whether two task definitions (either side, normalised or not) would run the same."""
     return normalise_task_definition(left) == normalise_task_definition(right)
+
+
+# --- services ----------------------------------------------------------------------------
+
+# What ECS assumes for a REPLICA service's rolling deployments when a field is absent.
+DEPLOYMENT_DEFAULTS: Mapping[str, Any] = {
+    "deploymentCircuitBreaker": {"enable": False, "rollback": False},
+    "maximumPercent": 200,
+    "minimumHealthyPercent": 100,
+}
+
+
+def normalise_deployment_configuration(raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The managed part of a service's `deploymentConfiguration`, ECS's defaults filled
+    in, so that a service that never named them reads as one that named the defaults.
+    Fields ecs-infer does not set (`alarms`, `strategy`, `bakeTimeInMinutes`, hooks...)
+    are not ours to compare and are dropped."""
+    raw = raw or {}
+    breaker = raw.get("deploymentCircuitBreaker") or {}
+    return {
+        "deploymentCircuitBreaker": {
+            "enable": bool(breaker.get("enable", False)),
+            "rollback": bool(breaker.get("rollback", False)),
+        },
+        "maximumPercent": int(raw.get("maximumPercent", DEPLOYMENT_DEFAULTS["maximumPercent"])),
+        "minimumHealthyPercent": int(
+            raw.get("minimumHealthyPercent", DEPLOYMENT_DEFAULTS["minimumHealthyPercent"])
+        ),
+    }
+
+
+def normalise_placement_constraints(
+    raw: Sequence[Mapping[str, Any]] | None,
+) -> tuple[dict[str, str], ...]:
+    """Constraints are all met or the task is not placed: their order carries no meaning."""
+    constraints = [
+        {key: str(value) for key, value in item.items() if value not in (None, "")}
+        for item in raw or ()
+    ]
+    return tuple(sorted(constraints, key=lambda c: (c.get("type", ""), c.get("expression", ""))))
+
+
+def normalise_placement_strategy(
+    raw: Sequence[Mapping[str, Any]] | None,
+) -> tuple[dict[str, str], ...]:
+    """Strategies apply in order, so the order is kept; an absent `field` is dropped."""
+    return tuple(
+        {key: str(value) for key, value in item.items() if value not in (None, "")}
+        for item in raw or ()
+    )
+
+
+def without_paths(
+    content: Mapping[str, Any], container: str, fields: Sequence[str]
+) -> dict[str, Any]:
+    """`content` normalised, without these fields of the named container (the fields that
+    others own, e.g. the model container's `image` under `ignore: [image]`)."""
+    canonical = normalise_task_definition(content)
+    containers = []
+    for definition in canonical.get("containerDefinitions", ()):
+        if definition.get("name") == container:
+            definition = {k: v for k, v in definition.items() if k not in fields}
+        containers.append(definition)
+    if containers:
+        canonical["containerDefinitions"] = containers
+    return canonical

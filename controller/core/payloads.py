@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from controller.core.states import (
     DesiredFleet,
@@ -59,10 +59,12 @@ class CreateCluster:
 
 @dataclass(frozen=True, kw_only=True)
 class TagCluster:
-    """Write these tags on the cluster (created with `create` if it is gone meanwhile)."""
+    """Write these tags on the cluster (created with `create` if it is gone meanwhile;
+    with `create` None, a cluster gone meanwhile is left gone and nothing is written)."""
 
+    name: str
     tags: Mapping[str, str]
-    create: CreateCluster
+    create: CreateCluster | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,7 +145,18 @@ class ReplaceInstance:
 
 @dataclass(frozen=True, kw_only=True)
 class TerminateInstance:
+    """Tagged `RETIRED_TAG` first, so that a terminated instance still in view is known
+    to have left by our hand, not behind our back."""
+
     instance_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TagInstance:
+    """Restore the fleet's tags that someone removed from a managed instance."""
+
+    instance_id: str
+    tags: Mapping[str, str]
 
 
 # --- task definitions and services ------------------------------------------------------
@@ -175,6 +188,8 @@ class UpdateService:
     desired_count: int | None = None
     set_task_definition: bool = False
     placement_constraints: tuple[Mapping[str, str], ...] | None = None
+    placement_strategy: tuple[Mapping[str, str], ...] | None = None
+    deployment_configuration: Mapping[str, Any] | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     record_revision: bool = False  # write TASK_DEFINITION_TAG = the revision's ARN
 
@@ -201,6 +216,7 @@ Payload = (
     | LaunchInstance
     | ReplaceInstance
     | TerminateInstance
+    | TagInstance
     | RegisterTaskDefinition
     | DeregisterTaskDefinition
     | CreateService

@@ -21,7 +21,9 @@ from controller.core.payloads import Payload
 __all__ = ["PAST_TENSE", "Action", "FieldChange", "Plan", "Reason", "ResourceKind", "Verb"]
 
 Verb = Literal["create", "update", "replace", "delete"]
-ResourceKind = Literal["cluster", "security-group", "instance", "task-definition", "service"]
+ResourceKind = Literal[
+    "cluster", "security-group", "instance", "fleet", "task-definition", "service"
+]
 Reason = Literal["missing", "spec change", "drift", "orphan"]
 
 PAST_TENSE: dict[str, str] = {
@@ -55,6 +57,23 @@ class Action:
             "cluster": self.cluster,
             "deployment": self.deployment,
             "reason": self.reason,
+            "fields": [
+                {"path": change.path, "from": change.before, "to": change.after}
+                for change in self.fields
+            ],
+        }
+
+    def drift_json(self) -> dict[str, Any]:
+        """CONTRACT §7's shape of drift that `detect` leaves alone."""
+        owner: dict[str, Any] = (
+            {"deployment": self.deployment, "cluster": self.cluster}
+            if self.deployment is not None
+            else {"cluster": self.cluster}
+        )
+        return {
+            **owner,
+            "resource": self.resource,
+            "id": self.id,
             "fields": [
                 {"path": change.path, "from": change.before, "to": change.after}
                 for change in self.fields
@@ -101,7 +120,7 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         return {
             "changes": [action.to_json() for action in self.actions],
-            "detected_drift": [action.to_json() for action in self.detected_drift],
+            "detected_drift": [action.drift_json() for action in self.detected_drift],
             "warnings": list(self.warnings),
             "errors": [{"key": key, "error": error} for key, error in sorted(self.errors.items())],
             "summary": self.summary(),

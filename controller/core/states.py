@@ -35,6 +35,12 @@ NEURON_CORES_TAG = "ecs-infer:neuron-cores"  # per replica, on task definitions
 # On a service: the ARN of the task-definition revision we last set on it (the shell
 # writes it with the update). A service running another revision has drifted.
 TASK_DEFINITION_TAG = "ecs-infer:task-definition"
+# On a cluster: the fleet size last applied, so that a fleet found short of it lost an
+# instance behind our back (drift) rather than grew in the spec (a spec change).
+FLEET_SIZE_TAG = "ecs-infer:fleet-size"
+# On an instance: written just before we terminate it, so that a terminated instance
+# still in view without it was terminated by someone else (drift).
+RETIRED_TAG = "ecs-infer:retired"
 
 
 def is_managed(tags: Mapping[str, str]) -> bool:
@@ -103,6 +109,8 @@ class DesiredCluster:
     name: str
     tags: Mapping[str, str]
     deletion_policy: Literal["delete", "retain"]
+    drift_policy: Literal["enforce", "detect"] = "enforce"
+    """For the cluster, its security group and its instances."""
     fleet: DesiredFleet
     security_group: DesiredSecurityGroup | None  # None when the spec names its own groups
 
@@ -124,6 +132,9 @@ class DesiredService:
     desired_count: int
     task_family: str
     placement_constraints: tuple[Mapping[str, str], ...]
+    # The deployment configuration we set, as ECS describes it (`normalising`).
+    deployment_configuration: Mapping[str, Any] = field(default_factory=dict)
+    placement_strategy: tuple[Mapping[str, str], ...] = ()
     # hash of (desired_count, task content hash, deletion policy, deployment name): what
     # we apply to the service (placement lives in the task definition). See `desired`.
     spec_hash: str
@@ -154,8 +165,17 @@ class DesiredDeployment:
     service: DesiredService
     probe: ProbeSettings
     ignore: frozenset[str] = frozenset()
-    """Field paths of the service (`diffs`) that others own: neither drift nor corrected,
-    in the plan and in what apply writes. `spec.ignore` (CONTRACT §7) will fill it."""
+    """Field paths (`diffs`) that others own: neither drift nor corrected, in the plan and
+    in what apply writes; from `spec.ignore` (CONTRACT §7) by `desired.IGNORED_PATHS`."""
+
+    @property
+    def image_path(self) -> str:
+        """The field path of the model container's image in the task definition."""
+        return f"containerDefinitions[{self.probe.model_name}].image"
+
+    @property
+    def ignores_image(self) -> bool:
+        return self.image_path in self.ignore
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -290,6 +310,9 @@ class LiveService:
     deployments: tuple[LiveDeployment, ...]
     placement_constraints: tuple[Mapping[str, str], ...]
     tags: Mapping[str, str]
+    # As `normalising.normalise_deployment_configuration` reads it: ECS's defaults filled.
+    deployment_configuration: Mapping[str, Any] = field(default_factory=dict)
+    placement_strategy: tuple[Mapping[str, str], ...] = ()
 
     @property
     def replicas_not_running(self) -> int:
@@ -354,3 +377,21 @@ class ObservedState:
     # Tasks of the ACTIVE clusters above that are meant to run (desired RUNNING), by
     # cluster: what runs where, with its task definition.
     tasks: Mapping[str, tuple[LiveTask, ...]] = field(default_factory=dict)
+    # The newest ACTIVE revision (ARN) of each desired family, so that a revision
+    # registered out of band is seen (None: the family has none). A family missing here
+    # was not read: nothing is judged about it.
+    newest_revisions: Mapping[str, str | None] = field(default_factory=dict)
+    # Revisions read one by one, by ARN (`planning.revisions_to_describe`): the newest
+    # of a family when it is not the one we recorded, and a revision a service runs
+    # that is not the one we recorded on it.
+    described_revisions: Mapping[str, LiveTaskDefinition] = field(default_factory=dict)
+
+    def revision(self, arn: str) -> LiveTaskDefinition | None:
+        """A revision read either way (by family or one by one), if it was."""
+        found = self.described_revisions.get(arn)
+        if found is not None:
+            return found
+        for revision in self.task_definitions.get(family_of(arn), ()):
+            if revision.arn == arn:
+                return revision
+        return None

@@ -222,6 +222,7 @@ class Daemon:
             snapshot=self.source.snapshot,
             ready=self.runner.ready.is_set(),
             source="daemon",
+            drift=self.runner.drift.report,
         )
 
     def _status_from_thread(self) -> Mapping[str, Any]:

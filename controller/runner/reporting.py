@@ -1,20 +1,22 @@
 """The status document: per deployment and cluster, what the daemon knows right now.
 
 Owns: the JSON shape served at `/status` and printed by `ecs-infer status --output json`
-(the same builder serves both, so the two never disagree): replicas, drift, probe results
-per endpoint and the last reconcile of each key. Must not: read AWS or probe anything; it
+(the same builder serves both, so the two never disagree): replicas, drift field by
+field (and fields fought over), probe results per endpoint and the last reconcile of
+each key. Must not: read AWS or probe anything; it
 only arranges what the informer, the runner and the prober already hold.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from controller.core.states import LiveService
+from controller.runner.drifting import drift_report
 from controller.runner.reconciling import CLUSTER_PREFIX, DEPLOYMENT_PREFIX, Level
-from controller.runner.running import KeyStatus, drift_of, key_label
+from controller.runner.running import KeyStatus, key_label
 from controller.runner.watching import SpecSnapshot
 
 ProbeReport = Mapping[str, Mapping[str, Mapping[str, Any]]]
@@ -29,9 +31,12 @@ def status_document(
     snapshot: SpecSnapshot | None = None,
     ready: bool | None = None,
     source: str = "daemon",
+    drift: Callable[[str], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Everything `/status` serves. `probes` None means "no probe data here" (the
-    `status` command reading AWS directly), as opposed to "no endpoints"."""
+    `status` command reading AWS directly), as opposed to "no endpoints". `drift` gives
+    a key's drift and fights (the runner's `DriftReporter.report`); without it, drift
+    is read from the level's plan alone."""
     statuses = statuses or {}
     specs = snapshot.specs if snapshot is not None else (level.specs if level else None)
     deployment_names = set(specs.deployments) if specs else set()
@@ -41,7 +46,9 @@ def status_document(
             deployment_names.add(key.removeprefix(DEPLOYMENT_PREFIX))
         elif key.startswith(CLUSTER_PREFIX):
             cluster_names.add(key.removeprefix(CLUSTER_PREFIX))
-    drifting = drift_of(level.plan) if level is not None else set()
+    if drift is None:
+        by_key = drift_report(level.plan) if level is not None else {}
+        drift = _from_plan(by_key)
     pending = _pending_by_label(level)
 
     deployments: dict[str, Any] = {}
@@ -61,7 +68,7 @@ def status_document(
                 "service_desired": service.desired_count if service else None,
             },
             "rollout": _rollout(service),
-            "drift": sorted(resource for label, resource in drifting if label == name),
+            **drift(DEPLOYMENT_PREFIX + name),
             "pending_actions": pending.get(name, 0),
             "probe": _probe_summary(probes.get(name, {})) if probes is not None else None,
             "reconcile": reconcile.to_json() if reconcile else None,
@@ -81,7 +88,7 @@ def status_document(
                 else None,
                 "alive": sum(1 for instance in instances if instance.alive),
             },
-            "drift": sorted(resource for found, resource in drifting if found == label),
+            **drift(CLUSTER_PREFIX + name),
             "pending_actions": pending.get(label, 0),
             "reconcile": reconcile.to_json() if reconcile else None,
         }
@@ -99,6 +106,11 @@ def status_document(
         "deployments": deployments,
         "clusters": clusters,
     }
+
+
+def _from_plan(by_key: Mapping[str, Mapping[str, Any]]) -> Callable[[str], Mapping[str, Any]]:
+    none: Mapping[str, Any] = {"drift": [], "drift_detail": [], "fights": []}
+    return lambda key: by_key.get(key, none)
 
 
 def _pending_by_label(level: Level | None) -> dict[str, int]:

@@ -22,7 +22,6 @@ deployment (names cannot hold a `/`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import structlog
 from controller.core.errors import TerminalError
 from controller.core.plans import Plan
 from controller.metrics import Metrics
+from controller.runner.drifting import DriftReporter
 from controller.runner.queueing import Backoff, ShutDown, WorkQueue
 from controller.runner.reconciling import (
     DEPLOYMENT_PREFIX,
@@ -50,9 +50,6 @@ Result = Literal["success", "error", "skipped"]
 TERMINAL_NOTE = (
     "terminal error: not retried until its spec or the account changes, or the next resync"
 )
-# Resources a deployment always has: their drift series exist (at 0) from the start, so
-# that dashboards and alerts see a deployment that never drifted.
-DEPLOYMENT_RESOURCES = ("service", "task-definition")
 
 
 def key_label(key: str) -> str:
@@ -126,7 +123,7 @@ class Runner:
         self._workers: list[asyncio.Task[None]] = []
         # Keys parked by a terminal error, with the fingerprint they wait to see change.
         self.parked: dict[str, Fingerprint] = {}
-        self._drift_series: set[tuple[str, str]] = set()
+        self.drift = DriftReporter(metrics)
         self._deployments: set[str] = set()
 
     # --- work -----------------------------------------------------------------------
@@ -224,11 +221,7 @@ class Runner:
             if result != "skipped":
                 self.metrics.reconcile.labels(deployment=label, result=result).inc()
                 self.metrics.reconcile_duration.labels(deployment=label).observe(duration)
-            for action in changed:
-                if action.reason == "drift":
-                    self.metrics.drift_corrections.labels(
-                        deployment=label, resource=action.resource
-                    ).inc()
+            self.drift.corrected(key, changed)
             status = KeyStatus(
                 key=key,
                 result=result,
@@ -296,29 +289,10 @@ class Runner:
                 service.replicas_not_running if service else 0
             )
 
-        drifting = drift_of(level.plan)
-        live_labels = deployments | {f"cluster/{name}" for name in level.specs.clusters}
-        series = {(name, resource) for name in deployments for resource in DEPLOYMENT_RESOURCES}
-        series |= {pair for pair in self._drift_series | drifting if pair[0] in live_labels}
-        for label, resource in sorted(self._drift_series - series):
-            with contextlib.suppress(KeyError):
-                self.metrics.drift.remove(label, resource)
-        for label, resource in sorted(series):
-            value = 1 if (label, resource) in drifting else 0
-            self.metrics.drift.labels(deployment=label, resource=resource).set(value)
-        self._drift_series = series
+        self.drift.publish(
+            level.plan, deployments=level.specs.deployments, clusters=level.specs.clusters
+        )
 
         # Work the refresh revealed (drift, an orphan, a service that vanished); keys
         # waiting on a timer keep waiting (see `enqueue`).
         self.enqueue(sorted({action.key for action in level.plan.actions}))
-
-
-def drift_of(plan: Plan) -> set[tuple[str, str]]:
-    """(label, resource) of every drift the plan corrects or only reports."""
-    found: set[tuple[str, str]] = {
-        (key_label(action.key), action.resource)
-        for action in plan.actions
-        if action.reason == "drift"
-    }
-    found |= {(key_label(action.key), action.resource) for action in plan.detected_drift}
-    return found

@@ -133,6 +133,11 @@ class ClusterSpec(_Strict):
         default=(), description="Empty = the default VPC's subnets."
     )
     keyName: str | None = Field(default=None, description="Optional EC2 key pair name.")
+    driftPolicy: Literal["enforce", "detect"] = Field(
+        default="enforce",
+        description="For the cluster's own resources (the cluster, its security group, its "
+        "instances): enforce = correct drift; detect = report it only.",
+    )
     deletionPolicy: Literal["delete", "retain"] = Field(
         default="delete",
         description="What happens to the cluster's AWS resources when the spec is removed.",
@@ -193,6 +198,9 @@ class Probe(_Strict):
         return names
 
 
+IgnorableField = Literal["replicas", "image", "placement"]
+
+
 class DeploymentSpec(_Strict):
     cluster: Name = Field(description="The name of an InferenceCluster in the folder.")
     model: Model
@@ -222,10 +230,25 @@ class DeploymentSpec(_Strict):
     driftPolicy: Literal["enforce", "detect"] = Field(
         default="enforce", description="enforce = correct drift; detect = report it only."
     )
+    ignore: list[IgnorableField] = Field(
+        default_factory=list,
+        description="Fields that others own: neither drift nor corrected, in plan and apply. "
+        "replicas = the service's desired count (e.g. under ECS Application Auto Scaling); "
+        "image = the model container's image (e.g. a CI pipeline deploys it); placement = "
+        "the service's placement constraints and strategy.",
+    )
     deletionPolicy: Literal["delete", "retain"] = Field(
         default="delete",
         description="What happens to the service and task definitions when the spec is removed.",
     )
+
+    @field_validator("ignore")
+    @classmethod
+    def _distinct_ignored(cls, names: list[str]) -> list[str]:
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"names {', '.join(repeated)} more than once")
+        return names
 
 
 class InferenceDeployment(_Strict):

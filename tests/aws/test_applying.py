@@ -87,7 +87,7 @@ async def test_crash_mid_pass_then_a_new_pass_creates_no_duplicates(
     assert partial.ok and len(partial.applied) == done
     resumed = await reconcile_pass(demo_specs(), clients=clients, apply=True)
     assert resumed.report is not None and resumed.report.ok
-    assert len(resumed.plan.actions) == 6 - done
+    assert len(resumed.plan.actions) == 7 - done
     assert inventory(aws) == WALKTHROUGH
     final = await reconcile_pass(demo_specs(), clients=clients, apply=False)
     assert final.plan.in_sync
@@ -106,7 +106,7 @@ async def test_a_stale_plan_applied_twice_changes_nothing_the_second_time(
     counter.reset()
     again = await apply_plan(clients, planned)
     assert again.ok, again.error
-    assert [item.outcome for item in again.applied] == ["unchanged"] * 6
+    assert [item.outcome for item in again.applied] == ["unchanged"] * 7
     assert counter.writes() == {}
     assert inventory(aws) == WALKTHROUGH
 
@@ -317,7 +317,11 @@ async def test_spot_refused_without_fallback_is_a_transient_error(aws: Emulator)
     assert isinstance(result.report.error, TransientError)
     assert result.report.failed is not None and result.report.failed.resource == "instance"
     # The task definition and service were not attempted after the failure.
-    assert {a.resource for a in result.report.not_attempted} == {"task-definition", "service"}
+    assert {a.resource for a in result.report.not_attempted} == {
+        "task-definition",
+        "service",
+        "fleet",
+    }
     with pytest.raises(TransientError):
         result.report.raise_for_error()
 
@@ -353,10 +357,12 @@ async def test_noop_pass_cost_grows_with_batches_not_services(
     assert counter.writes() == {}
     # vpcs, subnets, ssm, list+describe clusters, groups, instances, list_services,
     # and ceil(25 / 10) = 3 describe_services; what runs where: list_container_instances
-    # and list_tasks (moto registers no container instance and starts no task here).
+    # and list_tasks (moto registers no container instance and starts no task here);
+    # one listing of the ACTIVE revisions, for a revision registered out of band.
     assert counter.count("ecs.DescribeServices") == 3
     assert counter.count("ecs.ListContainerInstances") == counter.count("ecs.ListTasks") == 1
-    assert counter.total == 11 + 2, counter.by_operation()
+    assert counter.count("ecs.ListTaskDefinitions") == 1
+    assert counter.total == 11 + 2 + 1, counter.by_operation()
 
 
 async def test_security_group_replace_creates_in_the_new_vpc_and_drops_the_old(

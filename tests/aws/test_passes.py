@@ -37,6 +37,7 @@ async def test_plan_from_empty_account_lists_the_walkthrough(clients: AwsClients
         ("create", "instance"),
         ("create", "task-definition"),
         ("create", "service"),
+        ("update", "fleet"),
     ]
     assert result.report is None
 
@@ -46,7 +47,7 @@ async def test_apply_creates_the_walkthrough(
 ) -> None:
     result = await reconcile_pass(demo_specs(), clients=clients, apply=True)
     assert result.report is not None and result.report.ok, result.report
-    assert [item.outcome for item in result.report.applied] == ["created"] * 6
+    assert [item.outcome for item in result.report.applied] == ["created"] * 6 + ["updated"]
 
     ecs, ec2, ssm = aws.boto3_client("ecs"), aws.boto3_client("ec2"), aws.boto3_client("ssm")
     cluster = ecs.describe_clusters(clusters=[CLUSTER], include=["TAGS"])["clusters"][0]
@@ -131,9 +132,10 @@ async def test_second_pass_is_empty_and_writes_nothing(
     noop = await reconcile_pass(demo_specs(), clients=clients, apply=True)
     assert noop.plan.in_sync
     assert counter.writes() == {}
-    assert counter.total <= 12, counter.by_operation()
-    # An in-sync pass reads no task definitions at all.
-    assert counter.count("ecs.ListTaskDefinitions") == 0
+    assert counter.total <= 13, counter.by_operation()
+    # An in-sync pass reads no revision, only the family's newest ARN (one listing):
+    # a revision registered out of band would be newer than the one recorded.
+    assert counter.count("ecs.ListTaskDefinitions") == 1
     assert counter.count("ecs.DescribeTaskDefinition") == 0
 
 
@@ -184,7 +186,7 @@ QUICK = Settings(aws=NO_RETRIES, waits=FAST)
 
 async def test_run_pass_plans_applies_and_waits(aws: Emulator, counter: RequestCounter) -> None:
     planned = await run_pass(demo_specs(), apply=False, settings=QUICK)
-    assert len(planned.plan.actions) == 6 and planned.report is None
+    assert len(planned.plan.actions) == 7 and planned.report is None
     # moto has no scheduler: the rollout never completes on its own.
     applied = await run_pass(
         demo_specs(),

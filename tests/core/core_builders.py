@@ -30,6 +30,7 @@ from controller.core.payloads import (
     ReplaceSecurityGroup,
     RevisionRef,
     TagCluster,
+    TagInstance,
     TerminateInstance,
     UpdateSecurityGroup,
     UpdateService,
@@ -219,14 +220,13 @@ class _Model:
         match action.payload:
             case CreateCluster() as payload:
                 self.create_cluster(payload)
-            case TagCluster(tags=tags, create=create):
-                live = self.clusters.get(create.name)
+            case TagCluster(name=name, tags=tags, create=create):
+                live = self.clusters.get(name)
                 if live is None or live.status == "INACTIVE":
-                    self.create_cluster(create)
+                    if create is not None:
+                        self.create_cluster(create)
                 else:
-                    self.clusters[create.name] = dataclasses.replace(
-                        live, tags={**live.tags, **tags}
-                    )
+                    self.clusters[name] = dataclasses.replace(live, tags={**live.tags, **tags})
             case DeleteCluster(name=name):
                 self.clusters[name] = dataclasses.replace(self.clusters[name], status="INACTIVE")
             case CreateSecurityGroup() as payload:
@@ -253,6 +253,14 @@ class _Model:
                 self.terminate(instance_id)
             case TerminateInstance(instance_id=instance_id):
                 self.terminate(instance_id)
+            case TagInstance(instance_id=instance_id, tags=tags):
+                for items in self.instances.values():
+                    items[:] = [
+                        dataclasses.replace(i, tags={**i.tags, **tags})
+                        if i.instance_id == instance_id
+                        else i
+                        for i in items
+                    ]
             case RegisterTaskDefinition(desired=desired):
                 self.register(desired)
             case DeregisterTaskDefinition(arn=arn):
@@ -343,6 +351,8 @@ class _Model:
             task_definition=arn,
             deployments=(),
             placement_constraints=desired.placement_constraints,
+            placement_strategy=desired.placement_strategy,
+            deployment_configuration=desired.deployment_configuration,
             tags={**desired.tags, TASK_DEFINITION_TAG: arn},
         )
 
@@ -366,6 +376,16 @@ class _Model:
                 live.placement_constraints
                 if payload.placement_constraints is None
                 else payload.placement_constraints
+            ),
+            placement_strategy=(
+                live.placement_strategy
+                if payload.placement_strategy is None
+                else payload.placement_strategy
+            ),
+            deployment_configuration=(
+                live.deployment_configuration
+                if payload.deployment_configuration is None
+                else payload.deployment_configuration
             ),
             tags=tags,
         )

@@ -47,7 +47,9 @@ from controller.core.planning import (
 from controller.core.plans import FieldChange, Plan
 from controller.core.states import (
     DELETION_POLICY_TAG,
+    FLEET_SIZE_TAG,
     MANAGED_BY,
+    RETIRED_TAG,
     TASK_DEFINITION_TAG,
     DesiredState,
     IngressRule,
@@ -117,8 +119,10 @@ def test_from_an_empty_account_the_walkthrough_is_created_in_order() -> None:
         ("create", "instance", f"{DEMO}/instance-2", "missing"),
         ("create", "task-definition", "ecs-neuron", "missing"),
         ("create", "service", "bert-inf1", "missing"),
+        # Last: the fleet size recorded once the instances it counts are launched.
+        ("update", "fleet", DEMO, "missing"),
     ]
-    service = result.actions[-1]
+    service = result.actions[-2]
     # the revision registered just before
     assert isinstance(service.payload, CreateService)
     assert isinstance(service.payload.revision, NewRevision)
@@ -126,7 +130,9 @@ def test_from_an_empty_account_the_walkthrough_is_created_in_order() -> None:
         FieldChange("desiredCount", None, 1),
         FieldChange("taskDefinition", None, NEW_REVISION),
     )
-    assert [a.key for a in result.actions] == [f"cluster/{DEMO}"] * 4 + ["deployment/bert"] * 2
+    assert [a.key for a in result.actions] == (
+        [f"cluster/{DEMO}"] * 4 + ["deployment/bert"] * 2 + [f"cluster/{DEMO}"]
+    )
     assert result.warnings == ()
 
 
@@ -148,6 +154,7 @@ DEPLOYMENT_CASES: list[tuple[str, DesiredState, Mutation, list[tuple[str, str, s
         [
             ("create", "instance", f"{DEMO}/instance-3", "missing"),
             ("update", "service", "bert-inf1", "spec change"),
+            ("update", "fleet", DEMO, "spec change"),
         ],
     ),
     (
@@ -397,7 +404,9 @@ def test_a_moved_deployment_gets_a_new_service_and_loses_the_old_one() -> None:
 
     result = plan_against(desired, model)
 
-    rows = [(v, r, i, reason) for v, r, i, reason in summary(result) if r != "instance"]
+    rows = [
+        (v, r, i, reason) for v, r, i, reason in summary(result) if r not in ("instance", "fleet")
+    ]
     assert rows == [
         # bert's ports leave the old cluster's group (the new one already opens them)
         ("update", "security-group", model.security_groups[DEMO].group_id, "spec change"),
@@ -513,7 +522,8 @@ def test_a_deleted_cluster_is_recreated_as_drift() -> None:
     model = dataclasses.replace(model, clusters={DEMO: gone})
 
     assert summary(plan_against(walkthrough_desired(), model)) == [
-        ("create", "cluster", DEMO, "drift")
+        ("create", "cluster", DEMO, "drift"),
+        ("update", "fleet", DEMO, "missing"),  # the new cluster's record
     ]
 
 
@@ -576,13 +586,53 @@ INSTANCE_CASES: list[
         ],
     ),
     (
-        "a terminated instance is replaced",
+        "an instance gone from view behind our back is relaunched as drift",
         walkthrough_desired(),
         lambda m: dataclasses.replace(m, instances={DEMO: m.instances[DEMO][:1]}),
-        lambda m: [("create", "instance", f"{DEMO}/instance-2", "missing")],
+        lambda m: [("create", "instance", f"{DEMO}/instance-2", "drift")],
     ),
     (
-        "a stopped instance does not count",
+        "an instance terminated behind our back is replaced as drift",
+        walkthrough_desired(),
+        lambda m: dataclasses.replace(
+            m,
+            instances={
+                DEMO: (_instance(m, 0), dataclasses.replace(_instance(m, 1), state="terminated"))
+            },
+        ),
+        lambda m: [("replace", "instance", _instance(m, 1).instance_id, "drift")],
+    ),
+    (
+        "an instance we retired is not drift",
+        desired_with(
+            cluster_spec={
+                "capacity": walkthrough_cluster().spec.capacity.model_copy(
+                    update={"minInstances": 1}
+                )
+            }
+        ),
+        lambda m: dataclasses.replace(
+            m,
+            clusters={
+                DEMO: dataclasses.replace(
+                    m.clusters[DEMO], tags={**m.clusters[DEMO].tags, FLEET_SIZE_TAG: "1"}
+                )
+            },
+            instances={
+                DEMO: (
+                    _instance(m, 0),
+                    dataclasses.replace(
+                        _instance(m, 1),
+                        state="terminated",
+                        tags={**_instance(m, 1).tags, RETIRED_TAG: "true"},
+                    ),
+                )
+            },
+        ),
+        lambda m: [],
+    ),
+    (
+        "a stopped instance is replaced as drift",
         walkthrough_desired(),
         lambda m: dataclasses.replace(
             m,
@@ -590,7 +640,24 @@ INSTANCE_CASES: list[
                 DEMO: (_instance(m, 0), dataclasses.replace(_instance(m, 1), state="stopped"))
             },
         ),
-        lambda m: [("create", "instance", f"{DEMO}/instance-2", "missing")],
+        lambda m: [("replace", "instance", _instance(m, 1).instance_id, "drift")],
+    ),
+    (
+        "a tag removed from an instance is restored as drift",
+        walkthrough_desired(),
+        lambda m: dataclasses.replace(
+            m,
+            instances={
+                DEMO: (
+                    _instance(m, 0),
+                    dataclasses.replace(
+                        _instance(m, 1),
+                        tags={k: v for k, v in _instance(m, 1).tags.items() if k != "Name"},
+                    ),
+                )
+            },
+        ),
+        lambda m: [("update", "instance", _instance(m, 1).instance_id, "drift")],
     ),
     (
         "scale in deletes the newest first",
@@ -602,7 +669,10 @@ INSTANCE_CASES: list[
             }
         ),
         lambda m: m,
-        lambda m: [("delete", "instance", _instance(m, 1).instance_id, "spec change")],
+        lambda m: [
+            ("delete", "instance", _instance(m, 1).instance_id, "spec change"),
+            ("update", "fleet", DEMO, "spec change"),
+        ],
     ),
     (
         "scale in deletes misfits before fitting instances",
@@ -619,7 +689,10 @@ INSTANCE_CASES: list[
                 DEMO: (dataclasses.replace(_instance(m, 0), image_id="ami-0old"), _instance(m, 1))
             },
         ),
-        lambda m: [("delete", "instance", _instance(m, 0).instance_id, "spec change")],
+        lambda m: [
+            ("delete", "instance", _instance(m, 0).instance_id, "spec change"),
+            ("update", "fleet", DEMO, "spec change"),
+        ],
     ),
     (
         "an instance of someone else is ignored",
@@ -799,7 +872,8 @@ def test_planning_a_thousand_deployments_takes_under_a_second() -> None:
     def plan_in_sync() -> Plan:
         return plan(desired, view(model, families_to_read(desired, unread)))
 
-    assert len(from_empty.actions) == 1 + 1 + desired.clusters[DEMO].fleet.count + 2000
+    # the cluster, its group, its instances, the fleet record, 1000 x (revision, service)
+    assert len(from_empty.actions) == 1 + 1 + desired.clusters[DEMO].fleet.count + 1 + 2000
     assert (families_to_read(desired, unread), plan_in_sync().actions) == (set(), ())
     assert _best_of_three(lambda: plan(desired, empty)) < 1.0
     assert _best_of_three(plan_in_sync) < 1.0

@@ -65,12 +65,13 @@ def test_plan_from_empty_lists_the_walkthrough(sandbox: Sandbox, folder: Path) -
         ("create", "security-group", "missing"),
         ("create", "service", "missing"),
         ("create", "task-definition", "missing"),
+        ("update", "fleet", "missing"),  # the fleet size recorded, last
     ]
     assert plan["summary"]["create"] == 6
     assert {c["deployment"] for c in plan["changes"] if c["resource"] == "service"} == {"bert"}
     text = ecs_infer(sandbox, "plan", str(folder))
     assert text.returncode == 2
-    assert "Plan: 6 to create, 0 to update, 0 to replace, 0 to delete." in text.stdout
+    assert "Plan: 6 to create, 1 to update, 0 to replace, 0 to delete." in text.stdout
 
 
 def test_apply_wait_converges_and_the_next_plan_is_empty(sandbox: Sandbox, folder: Path) -> None:

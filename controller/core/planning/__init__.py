@@ -4,7 +4,8 @@ Owns: deciding what to create, update, replace or delete, in which order, and wh
 (`missing`, `spec change`, `drift`, `orphan`), with field-level diffs (from `diffs`) and
 a typed payload per action (`payloads`) that says exactly what the shell writes;
 refusing to touch what ecs-infer does not own (CONTRACT §5); and telling the shell which
-task-definition families it must read (`families_to_read`). Must not: do I/O, or know
+task-definition families and revisions it must read (`families_to_read`,
+`newest_to_read`, `revisions_to_read`). Must not: do I/O, or know
 how an action is carried out (`controller.aws`).
 
 Every action belongs to one work-queue key: `cluster/<name>` (the cluster, its security
@@ -23,8 +24,10 @@ group and its instances) or `deployment/<name>` (a task definition and a service
 How "drift" is told from "spec change": services and managed security groups carry the
 hash of what was last applied (SPEC_HASH_TAG). Live differing while that hash equals
 the current desired hash means someone changed AWS; a different hash means the spec
-moved on. Resources without such a record (clusters, instances) use the nearest
-honest answer, documented where it is decided.
+moved on. Clusters record the fleet size last applied (FLEET_SIZE_TAG): a fleet short
+of it lost instances behind our back. Instances we terminate are tagged RETIRED_TAG
+first, so that a terminated one without it names what was lost. Cluster tags use the
+nearest honest answer, documented where it is decided.
 """
 
 from controller.core.planning.deployments import NEW_REVISION, REVISIONS_KEPT
@@ -34,9 +37,11 @@ from controller.core.planning.planner import (
     cluster_names,
     deployment_names,
     families_to_read,
+    newest_to_read,
     plan,
     plan_cluster,
     plan_deployment,
+    revisions_to_read,
 )
 from controller.core.planning.pruning import EMPTY_SPECS_WARNING
 
@@ -50,7 +55,9 @@ __all__ = [
     "deployment_key",
     "deployment_names",
     "families_to_read",
+    "newest_to_read",
     "plan",
     "plan_cluster",
     "plan_deployment",
+    "revisions_to_read",
 ]

@@ -11,6 +11,7 @@ removed cluster loses (`pruning`).
 from __future__ import annotations
 
 from controller.core.diffs import (
+    FieldChange,
     cluster_delta,
     ingress_sync,
     merge_ranges,
@@ -26,9 +27,8 @@ from controller.core.payloads import (
     UpdateSecurityGroup,
 )
 from controller.core.planning.building import KeyPlan
-from controller.core.planning.fleets import launch_groups, plan_fleet
+from controller.core.planning.fleets import launch_groups, plan_fleet, recorded_size
 from controller.core.planning.index import GONE_CLUSTER, foreign_cluster, reason_by_record
-from controller.core.plans import Reason
 from controller.core.states import (
     SPEC_HASH_TAG,
     DesiredCluster,
@@ -76,6 +76,7 @@ def plan_security_group(out: KeyPlan, cluster: DesiredCluster, observed: Observe
             payload=group_creation(desired),
         )
         return
+    detect = cluster.drift_policy == "detect"
     reason = reason_by_record(live.tags, desired.tags.get(SPEC_HASH_TAG, ""))
     changes = security_group_delta(desired, live)
     if changes.touches("vpcId"):
@@ -87,6 +88,7 @@ def plan_security_group(out: KeyPlan, cluster: DesiredCluster, observed: Observe
             cluster=cluster.name,
             payload=ReplaceSecurityGroup(group_id=live.group_id, create=group_creation(desired)),
             fields=tuple(c for c in changes.changes if c.path == "vpcId"),
+            detect_only=detect,
         )
         return
     if changes:
@@ -104,12 +106,14 @@ def plan_security_group(out: KeyPlan, cluster: DesiredCluster, observed: Observe
                 create=group_creation(desired),
             ),
             fields=changes.readable(),
+            detect_only=detect,
         )
 
 
 def plan_desired_cluster(out: KeyPlan, cluster: DesiredCluster, observed: ObservedState) -> None:
     name = cluster.name
     live = observed.clusters.get(name)
+    detect = cluster.drift_policy == "detect"
     if foreign_cluster(observed, name) is not None:
         out.warnings.append(
             f"cluster {name} exists and is not managed by ecs-infer: nothing is planned for it"
@@ -118,9 +122,20 @@ def plan_desired_cluster(out: KeyPlan, cluster: DesiredCluster, observed: Observ
     create = CreateCluster(name=name, tags=cluster.tags)
     if live is None or live.status in GONE_CLUSTER:
         # Ours and deleted behind our back is drift; never seen before is missing.
-        reason: Reason = "drift" if live is not None and is_managed(live.tags) else "missing"
-        out.add("create", "cluster", name, reason=reason, cluster=name, payload=create)
+        gone = live is not None and is_managed(live.tags)
+        exists = not (gone and detect)  # this plan creates it, unless only reported
+        out.add(
+            "create",
+            "cluster",
+            name,
+            reason="drift" if gone else "missing",
+            cluster=name,
+            payload=create,
+            fields=(FieldChange("status", live.status, "ACTIVE"),) if gone and live else (),
+            detect_only=detect,
+        )
     else:
+        exists = True
         changes = cluster_delta(cluster, live)
         if changes:
             # No applied-spec record on clusters: a tag that is gone was removed by
@@ -132,8 +147,9 @@ def plan_desired_cluster(out: KeyPlan, cluster: DesiredCluster, observed: Observ
                 name,
                 reason="drift" if removed else "spec change",
                 cluster=name,
-                payload=TagCluster(tags=changes.tags(), create=create),
+                payload=TagCluster(name=name, tags=changes.tags(), create=create),
                 fields=changes.changes,
+                detect_only=detect,
             )
     plan_security_group(out, cluster, observed)
     plan_fleet(
@@ -141,4 +157,10 @@ def plan_desired_cluster(out: KeyPlan, cluster: DesiredCluster, observed: Observ
         cluster,
         observed.instances.get(name, ()),
         security_group_ids=launch_groups(cluster, observed),
+        recorded=(
+            recorded_size(live.tags)
+            if live is not None and live.status not in GONE_CLUSTER
+            else None  # a cluster this plan creates carries no record yet
+        ),
+        cluster_exists=exists,
     )

@@ -11,9 +11,10 @@ removed deployment loses (`pruning`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 
-from controller.core.diffs import FieldChange, service_delta
+from controller.core.diffs import FieldChange, revision_delta, service_delta
 from controller.core.normalising import normalise_task_definition
 from controller.core.payloads import (
     CreateService,
@@ -39,6 +40,7 @@ from controller.core.states import (
     TASK_DEFINITION_HASH_TAG,
     TASK_DEFINITION_TAG,
     DesiredDeployment,
+    DesiredTaskDefinition,
     LiveService,
     LiveTaskDefinition,
     is_managed,
@@ -125,7 +127,7 @@ def plan_task_definition(
             reason="spec change" if recorded else "missing",
             cluster=deployment.cluster,
             deployment=deployment.name,
-            payload=RegisterTaskDefinition(desired=desired),
+            payload=RegisterTaskDefinition(desired=to_register(deployment, service, index)),
         )
     # Keep the newest few for rollbacks (a revision registered now is one of them, so
     # that the next pass finds nothing more to do), and whatever is or was last set on
@@ -142,11 +144,101 @@ def plan_task_definition(
     return target
 
 
+def live_image(
+    deployment: DesiredDeployment, service: LiveService | None, index: Index
+) -> str | None:
+    """The model's image the service runs now (read from its revision), if known."""
+    if service is None:
+        return None
+    revision = index.observed.revision(service.task_definition)
+    if revision is None:
+        return None
+    for container in revision.content.get("containerDefinitions", ()):
+        if container.get("name") == deployment.probe.model_name and container.get("image"):
+            return str(container["image"])
+    return None
+
+
+def to_register(
+    deployment: DesiredDeployment, service: LiveService | None, index: Index
+) -> DesiredTaskDefinition:
+    """The revision to register: the spec's content, but under `ignore: [image]` with the
+    image the service runs now (a CI pipeline's), so a spec change never undoes it."""
+    desired = deployment.task_definition
+    image = live_image(deployment, service, index) if deployment.ignores_image else None
+    if image is None:
+        return desired
+    containers = [
+        {**c, "image": image} if c.get("name") == deployment.probe.model_name else c
+        for c in desired.content.get("containerDefinitions", ())
+    ]
+    return dataclasses.replace(
+        desired, content={**desired.content, "containerDefinitions": containers}
+    )
+
+
+def plan_family_drift(
+    out: KeyPlan,
+    deployment: DesiredDeployment,
+    service: LiveService | None,
+    target: RevisionRef,
+    index: Index,
+) -> None:
+    """A revision registered out of band in the family (the newest is neither ours nor of
+    the spec's content): drift. It is not ours to deregister (CONTRACT §5); the
+    correction registers the spec's content again, so that the family's newest revision
+    (what `update-service --task-definition <family>` takes) is the spec's."""
+    if isinstance(target, NewRevision):
+        return  # this plan registers the spec's content anyway
+    desired = deployment.task_definition
+    newest_arn = index.observed.newest_revisions.get(desired.family)
+    recorded = service.tags.get(TASK_DEFINITION_TAG) if service is not None else None
+    if newest_arn is None or newest_arn in (recorded, target.arn):
+        return
+    newest = index.observed.revision(newest_arn)
+    if newest is None or (
+        is_managed(newest.tags)
+        and newest.tags.get(TASK_DEFINITION_HASH_TAG) == desired.content_hash
+    ):
+        return
+    register = to_register(deployment, service, index)
+    changes = revision_delta(register, newest, ignore=deployment.ignore)
+    if not changes:
+        return
+    out.add(
+        "replace",
+        "task-definition",
+        newest.arn,
+        reason="drift",
+        cluster=deployment.cluster,
+        deployment=deployment.name,
+        payload=RegisterTaskDefinition(desired=register),
+        fields=changes.changes,
+        detect_only=deployment.drift_policy == "detect",
+    )
+
+
+def accepted_revision(
+    deployment: DesiredDeployment, service: LiveService, index: Index
+) -> str | None:
+    """Under `ignore: [image]`, the revision the service runs when it is not the one we
+    set but differs from the spec only in what is ignored (a CI pipeline deployed it)."""
+    if not deployment.ignores_image:
+        return None
+    running = index.observed.revision(service.task_definition)
+    if running is None or running.family != deployment.task_definition.family:
+        return None
+    if revision_delta(deployment.task_definition, running, ignore=deployment.ignore):
+        return None
+    return running.arn
+
+
 def plan_service(
     out: KeyPlan,
     deployment: DesiredDeployment,
     service: LiveService | None,
     target: RevisionRef,
+    index: Index,
 ) -> None:
     desired = deployment.service
     detect = deployment.drift_policy == "detect"
@@ -162,13 +254,25 @@ def plan_service(
             deployment=deployment.name,
             payload=CreateService(desired=desired, revision=target),
             fields=(
+                *(
+                    (FieldChange("status", service.status, "ACTIVE"),)
+                    if service is not None and reason == "drift"
+                    else ()
+                ),
                 FieldChange("desiredCount", None, desired.desired_count),
                 FieldChange("taskDefinition", None, display(target)),
             ),
             detect_only=detect,
         )
         return
-    changes = service_delta(desired, service, revision=display(target), ignore=deployment.ignore)
+    revision, record = display(target), None
+    accepted = accepted_revision(deployment, service, index)
+    if accepted is not None and isinstance(target, ExistingRevision):
+        # Kept as it runs; the revision we recorded stays recorded (and kept).
+        revision, record = accepted, target.arn
+    changes = service_delta(
+        desired, service, revision=revision, record=record, ignore=deployment.ignore
+    )
     if not changes:
         return
     out.add(
@@ -185,6 +289,14 @@ def plan_service(
             set_task_definition=changes.touches("taskDefinition"),
             placement_constraints=(
                 desired.placement_constraints if changes.touches("placementConstraints") else None
+            ),
+            placement_strategy=(
+                desired.placement_strategy if changes.touches("placementStrategy") else None
+            ),
+            deployment_configuration=(
+                desired.deployment_configuration
+                if changes.touches_below("deploymentConfiguration")
+                else None
             ),
             tags={k: v for k, v in changes.tags().items() if k != TASK_DEFINITION_TAG},
             record_revision=changes.touches(f"tags.{TASK_DEFINITION_TAG}"),
@@ -211,7 +323,8 @@ def plan_desired_deployment(out: KeyPlan, deployment: DesiredDeployment, index: 
         )
         return False
     target = plan_task_definition(out, deployment, service, index)
-    plan_service(out, deployment, service, target)
+    plan_family_drift(out, deployment, service, target, index)
+    plan_service(out, deployment, service, target, index)
     return True
 
 
@@ -228,3 +341,33 @@ def families_of_desired(index: Index) -> set[str]:
         if not task_definition_recorded(deployment, service):
             families.add(deployment.task_definition.family)
     return families
+
+
+def _ours(index: Index) -> Iterable[tuple[DesiredDeployment, LiveService | None]]:
+    """The desired deployments that may be planned, with their live service."""
+    for deployment in index.desired.deployments.values():
+        if foreign_cluster(index.observed, deployment.cluster) is not None:
+            continue
+        service = live_service(index.observed, deployment)
+        if not is_foreign_service(service):
+            yield deployment, service
+
+
+def families_to_check(index: Index) -> set[str]:
+    """The families whose newest revision is read on every full read: a revision
+    registered out of band is drift (`plan_family_drift`)."""
+    return {deployment.task_definition.family for deployment, _ in _ours(index)}
+
+
+def revisions_to_describe(index: Index) -> set[str]:
+    """Revisions to read one by one: a family's newest when it is not the one recorded
+    on the service, and the one a service runs when it is not the one we set."""
+    arns: set[str] = set()
+    for deployment, service in _ours(index):
+        recorded = service.tags.get(TASK_DEFINITION_TAG) if service is not None else None
+        newest = index.observed.newest_revisions.get(deployment.task_definition.family)
+        if newest is not None and newest != recorded:
+            arns.add(newest)
+        if service is not None and service.task_definition and service.task_definition != recorded:
+            arns.add(service.task_definition)
+    return {arn for arn in arns if index.observed.revision(arn) is None}

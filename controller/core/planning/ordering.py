@@ -3,8 +3,9 @@
 Owns: `PHASES` and sorting a plan's actions by them. Must not: decide what to plan.
 
     cluster create/update → security group create/update/replace → instance
-    create/replace → task-definition create → service create/update → service delete →
-    task-definition delete → instance delete → security group delete → cluster delete
+    create/replace/update → task-definition create → service create/update → service
+    delete → task-definition delete → instance delete → security group delete → cluster
+    delete → the fleet's size recorded (last: only once what it records is done)
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ PHASES: dict[tuple[str, str], int] = {
     ("security-group", "replace"): 1,
     ("instance", "create"): 2,
     ("instance", "replace"): 2,
+    ("instance", "update"): 2,
     ("task-definition", "create"): 3,
+    ("task-definition", "replace"): 3,
     ("service", "create"): 4,
     ("service", "update"): 4,
     ("service", "delete"): 5,
@@ -29,6 +32,7 @@ PHASES: dict[tuple[str, str], int] = {
     ("instance", "delete"): 7,
     ("security-group", "delete"): 8,
     ("cluster", "delete"): 9,
+    ("fleet", "update"): 10,
 }
 
 

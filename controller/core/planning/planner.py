@@ -13,7 +13,12 @@ from __future__ import annotations
 
 from controller.core.planning.building import KeyPlan
 from controller.core.planning.clusters import plan_desired_cluster
-from controller.core.planning.deployments import families_of_desired, plan_desired_deployment
+from controller.core.planning.deployments import (
+    families_of_desired,
+    families_to_check,
+    plan_desired_deployment,
+    revisions_to_describe,
+)
 from controller.core.planning.index import Index, cluster_key, deployment_key, index_of
 from controller.core.planning.ordering import in_phase_order
 from controller.core.planning.pruning import (
@@ -35,6 +40,17 @@ def families_to_read(desired: DesiredState, observed: ObservedState) -> set[str]
     """
     index = index_of(desired, observed)
     return families_of_desired(index) | families_to_prune(index)
+
+
+def newest_to_read(desired: DesiredState, observed: ObservedState) -> set[str]:
+    """The families whose newest revision the shell reads (those it has not yet)."""
+    wanted = families_to_check(index_of(desired, observed))
+    return {family for family in wanted if family not in observed.newest_revisions}
+
+
+def revisions_to_read(desired: DesiredState, observed: ObservedState) -> set[str]:
+    """The revisions (ARNs) the shell describes one by one, once the newest are read."""
+    return revisions_to_describe(index_of(desired, observed))
 
 
 def _plan_cluster(name: str, index: Index) -> Plan:
