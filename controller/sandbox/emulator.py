@@ -1,8 +1,10 @@
 """The AWS API emulator of the sandbox: moto in server mode, in this process, on loopback.
 
-Owns: starting and stopping the moto server, resetting it, and seeding the walkthrough's
+Owns: starting and stopping the moto server, resetting it, seeding the walkthrough's
 prerequisites (instance profile `ecsInstanceRole`, role `ecsTaskExecutionRole`, key pair
-`admin`). Must not: schedule tasks or serve models (see `ecs` and `modelserver`).
+`admin`), and the middleware around moto's app (requests serialised; every successful ECS
+and EC2 write recorded as CloudTrail's event, by `events`). Must not: schedule tasks or
+serve models (see `ecs` and `modelserver`).
 
 moto keeps its backends in process-wide globals, so the emulated data plane, which runs
 in the same process, can act on them directly (moto has no ECS scheduler of its own).

@@ -36,7 +36,7 @@ import threading
 import uuid
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -62,9 +62,7 @@ class Counts:
 
     emitted: int = 0
     failed: int = 0
-
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, *, emitted: int = 0, failed: int = 0) -> None:
         with self._lock:
@@ -308,13 +306,13 @@ def ec2_request_parameters(action: str, params: Mapping[str, str]) -> dict[str, 
         }
     shaped = unflatten(params)
     for permission in (shaped.get("ipPermissions") or {}).get("items", []):
-        for field in ("fromPort", "toPort"):
-            if field in permission:
-                permission[field] = _port(permission[field])
+        for name in ("fromPort", "toPort"):
+            if name in permission:
+                permission[name] = _port(permission[name])
     if action == "RunInstances":
-        for field in ("minCount", "maxCount"):
-            if field in shaped:
-                shaped[field] = _port(shaped[field])
+        for name in ("minCount", "maxCount"):
+            if name in shaped:
+                shaped[name] = _port(shaped[name])
         if "userData" in shaped:
             shaped["userData"] = _SENSITIVE
         shaped["instancesSet"] = {

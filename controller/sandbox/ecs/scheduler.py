@@ -23,8 +23,15 @@ Must not: choose instances or ports (placement's), or read the controller's spec
   deregistered, is replaced; after a task fails to start or crashes, its service waits a
   few seconds before starting another, and its deployment's `failedTasks` counts it.
 
-Gaps: no deployment circuit breaker (rolloutState never FAILED), no capacity providers,
-FARGATE services are placed on instances like EC2 ones.
+- **Events** (`notifications`, to EventBridge): ECS Service Action `SERVICE_STEADY_STATE`
+  (INFO) when the service reaches a steady state and `SERVICE_TASK_PLACEMENT_FAILURE`
+  (WARN) with each "unable to place" service event; ECS Deployment State Change
+  `SERVICE_DEPLOYMENT_IN_PROGRESS` once per PRIMARY deployment IN_PROGRESS and
+  `SERVICE_DEPLOYMENT_COMPLETED` when its rollout completes.
+
+Gaps: no deployment circuit breaker (rolloutState never FAILED, so no
+SERVICE_DEPLOYMENT_FAILED), no capacity providers, FARGATE services are placed on
+instances like EC2 ones.
 """
 
 from __future__ import annotations
