@@ -157,7 +157,8 @@ def install_delivery() -> None:
     """Make moto deliver an event to a target without an input transformer as is: the
     whole envelope, `account` included, the detail untouched. (moto 5.2.5 renders such
     events through a default template that drops `account`, replaces `<id>`-like text
-    inside the detail, and costs ~11 ms of JSONPath per target.) Idempotent."""
+    inside the detail, and costs ~10 ms of JSONPath per delivery, against ~0.5 ms as is.)
+    Idempotent."""
     global _original_parse
     from moto.events import utils
 
