@@ -397,16 +397,18 @@ def _api_call_of(environ: dict[str, Any]) -> ApiCall | None:
     account = get_account_id_from(access_key)
     if not wanted(account, region):
         return None
-    body = _read_body(environ)
     parameters: dict[str, Any]
-    if service == "ecs":
+    if service == "ecs":  # JSON: the operation is in a header, the body is read for writes
         operation = str(environ.get("HTTP_X_AMZ_TARGET", "")).rpartition(".")[2]
+        if not operation or operation.startswith(_READ_ONLY):
+            return None
         try:
-            loaded = json.loads(body or b"{}")
+            loaded = json.loads(_read_body(environ) or b"{}")
         except ValueError:
             return None
         parameters = loaded if isinstance(loaded, dict) else {}
-    else:
+    else:  # query: the operation is a parameter
+        body = _read_body(environ)
         query = body.decode("utf-8", "replace") or str(environ.get("QUERY_STRING", ""))
         parameters = dict(parse_qsl(query, keep_blank_values=True))
         operation = str(parameters.get("Action", ""))

@@ -7,16 +7,20 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sandbox_helpers import CLUSTER, SERVICE, create_demo, eventually, launch
 
+from controller.aws.clients import AwsClients
+from controller.pipeline import reconcile_pass
 from controller.sandbox import events
 from controller.sandbox.ecs.dataplane import DataPlane
 from controller.sandbox.emulator import ACCOUNT_ID, REGION, Emulator
 from controller.sandbox.modelserver import EncoderModel
 from controller.settings import DataPlaneSettings
+from controller.specs.loading import load_folder
 
 # The patterns the controller's `--events auto` creates.
 PATTERNS = {
@@ -38,6 +42,7 @@ PATTERNS = {
     },
     "api": {"source": ["aws.ecs", "aws.ec2"], "detail-type": ["AWS API Call via CloudTrail"]},
 }
+DEMO = Path(__file__).resolve().parents[2] / "specs" / "ecs-inf1-demo.yaml"
 ENVELOPE = {"version", "id", "detail-type", "source", "account", "time", "region", "resources"}
 
 
@@ -143,6 +148,18 @@ def test_update_service_by_boto3_is_an_api_call_with_its_request(
     names = {e["detail"]["eventName"] for e in inbox.of("AWS API Call via CloudTrail")}
     assert {"CreateCluster", "RunInstances", "RegisterTaskDefinition", "CreateService"} <= names
     assert not {n for n in names if n.startswith(("Describe", "List", "Get"))}
+
+
+async def test_the_controllers_own_writes_are_api_calls_too(inbox: Inbox) -> None:
+    loaded = load_folder(DEMO)
+    async with AwsClients() as clients:
+        result = await reconcile_pass(loaded.specs, clients=clients, apply=True)
+    assert result.report is not None and result.report.ok
+
+    calls = inbox.of("AWS API Call via CloudTrail")
+    names = {event["detail"]["eventName"] for event in calls}
+    assert {"CreateCluster", "RunInstances", "CreateService"} <= names
+    assert all("aiobotocore" in event["detail"]["userAgent"] for event in calls)
 
 
 def test_ec2_calls_in_cloudtrails_shapes(inbox: Inbox, ec2: Any) -> None:
