@@ -17,8 +17,9 @@ container instance's `version`, which ECS bumps on each change), or decide anyth
   as EC2 passes them (`pending` before `running`, `stopping` before `stopped`,
   `shutting-down` before `terminated`), since moto jumps to the end state at once.
 
-What existed at the first look is taken as it is (no events); a resource that vanishes
-with the account (a reset) is forgotten. The scheduler calls `service_action` and
+The first look compares with an empty account (the data plane starts with the emulator,
+or on an account just reset), so what exists then is told as new; a resource that
+vanishes with the account (a reset) is forgotten. The scheduler calls `service_action` and
 `deployment_changed` at the moments it knows; `faults` calls `spot_interruption_warning`.
 """
 
@@ -230,15 +231,14 @@ class Watch:
     """The account as last seen; `look` emits an event per change since."""
 
     def __init__(self) -> None:
-        self._seen: _Seen | None = None
+        self._seen = _Seen()
 
     def look(self, ecs: EcsBackend, ec2: Ec2Backend, instances: Mapping[str, Instance]) -> None:
-        """Emit what changed since the last look (nothing at the first: it is the start)."""
-        speak = self._seen is not None and events.wanted(ecs.account_id, ecs.region_name)
-        seen = self._seen = self._seen or _Seen()
-        self._tasks(ecs, seen, speak=speak)
-        self._container_instances(ecs, seen, speak=speak)
-        self._instances(ec2, instances, seen, speak=speak)
+        """Emit what changed since the last look (when a rule could want it)."""
+        speak = events.wanted(ecs.account_id, ecs.region_name)
+        self._tasks(ecs, self._seen, speak=speak)
+        self._container_instances(ecs, self._seen, speak=speak)
+        self._instances(ec2, instances, self._seen, speak=speak)
 
     @staticmethod
     def _tasks(ecs: EcsBackend, seen: _Seen, *, speak: bool) -> None:
