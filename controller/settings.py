@@ -209,6 +209,9 @@ class DataPlaneSettings:
     start_failure_backoff_s: float = 5.0
     """After a task of a service fails to start or crashes, wait this long before starting
     another (ECS throttles restarts too)."""
+    spot_interruption_notice_s: float = 2.0
+    """Between the spot interruption warning of an instance tagged `sandbox:interrupt` and
+    its termination (AWS gives two minutes)."""
 
 
 @dataclass(frozen=True, kw_only=True)

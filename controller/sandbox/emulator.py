@@ -1,8 +1,10 @@
 """The AWS API emulator of the sandbox: moto in server mode, in this process, on loopback.
 
-Owns: starting and stopping the moto server, resetting it, and seeding the walkthrough's
+Owns: starting and stopping the moto server, resetting it, seeding the walkthrough's
 prerequisites (instance profile `ecsInstanceRole`, role `ecsTaskExecutionRole`, key pair
-`admin`). Must not: schedule tasks or serve models (see `ecs` and `modelserver`).
+`admin`), and the middleware around moto's app (requests serialised; every successful ECS
+and EC2 write recorded as CloudTrail's event, by `events`). Must not: schedule tasks or
+serve models (see `ecs` and `modelserver`).
 
 moto keeps its backends in process-wide globals, so the emulated data plane, which runs
 in the same process, can act on them directly (moto has no ECS scheduler of its own).
@@ -29,6 +31,8 @@ from moto.moto_server.werkzeug_app import (
 )
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
+
+from controller.sandbox import events
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
@@ -76,13 +80,44 @@ class _Serialised:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         with BACKEND_LOCK:
-            result = self._app(environ, start_response)
-            try:
-                return list(result)
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
+            return _complete(self._app(environ, start_response))
+
+
+class _CloudTrail:
+    """WSGI middleware inside `_Serialised`: every successful write to ECS or EC2, from
+    any client, becomes CloudTrail's event on the account's default bus (`events`).
+
+    A request is read only when the default bus has a rule; the answer is passed on
+    unchanged. Recording never fails a request (`events` logs and counts failures).
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self._app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        call = events.api_call_of(environ)
+        if call is None:
+            return _complete(self._app(environ, start_response))
+        answered: list[Any] = []
+
+        def recording_start(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
+            answered[:] = [status, headers]
+            return start_response(status, headers, *rest)
+
+        body = _complete(self._app(environ, recording_start))
+        if answered:
+            events.record_api_call(call, answered[0], answered[1], b"".join(body))
+        return body
+
+
+def _complete(result: Iterable[bytes]) -> list[bytes]:
+    """A WSGI answer's whole body, the answer closed (moto answers with whole bodies)."""
+    try:
+        return list(result)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
 
 
 class _LoopbackMotoServer(ThreadedMotoServer):
@@ -91,7 +126,7 @@ class _LoopbackMotoServer(ThreadedMotoServer):
     its socket on `stop()`."""
 
     def start(self) -> None:
-        app = _Serialised(DomainDispatcherApplication(create_backend_app))
+        app = _Serialised(_CloudTrail(DomainDispatcherApplication(create_backend_app)))
         self._server = make_server(
             self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
         )
@@ -169,6 +204,7 @@ def start_emulator(port: int = 0, *, host: str = "127.0.0.1") -> Emulator:
         raise ValueError("the emulator only listens on loopback (127.0.0.0/8)")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "false")
+    events.install_delivery()
     server = _LoopbackMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
     bound_host, bound_port = server.get_host_and_port()

@@ -18,14 +18,20 @@ One concern per module, each saying what it owns:
 - `placement`: where a new task goes (constraints, CPU, memory, ports, NeuronCores), and
   starting it there;
 - `expressions`: the cluster query language of `memberOf` (pure);
-- `faults`: the `sandbox:delay` / `sandbox:fail` / `sandbox:crash` task tags;
-- `endpoints`: what each live task serves (address, port, model, faults).
+- `faults`: the `sandbox:delay` / `sandbox:fail` / `sandbox:crash` task tags and the
+  `sandbox:interrupt` instance tag (a spot interruption);
+- `endpoints`: what each live task serves (address, port, model, faults);
+- `notifications`: ECS's and EC2's events about the account (task, container instance
+  and instance state changes, service actions, deployments, spot warnings), emitted
+  through `controller.sandbox.events` into moto's EventBridge.
 
 Every tick (0.25 s by default) runs every concern in turn holding the emulator's
-`BACKEND_LOCK`, then the model servers are made to match the endpoints.
+`BACKEND_LOCK`, then the model servers are made to match the endpoints; the tick ends
+with the notifications' look at what changed (as does marking tasks started or failed).
 
 One data plane per process (moto's backends are process-wide). Gaps: no `awsvpc` ENIs,
 no placement strategies other than spread, no capacity providers, no deployment circuit
-breaker (rolloutState never FAILED), no REST API, health checks or load balancers,
-FARGATE services are placed on instances like EC2 ones, one account and region.
+breaker (rolloutState never FAILED, so no SERVICE_DEPLOYMENT_FAILED event), no REST API,
+health checks or load balancers, FARGATE services are placed on instances like EC2 ones,
+one account and region.
 """

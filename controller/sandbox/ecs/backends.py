@@ -233,6 +233,7 @@ class ContainerInstance(Protocol):
     registered_at: dt.datetime
     running_tasks_count: int
     pending_tasks_count: int
+    version: int  # added by the sandbox: see `version_of`
 
     @property
     def container_instance_arn(self) -> str: ...
@@ -240,6 +241,7 @@ class ContainerInstance(Protocol):
 
 class EcsBackend(Protocol):
     account_id: str
+    region_name: str
     clusters: dict[str, Cluster]
     services: dict[str, Service]  # "<cluster>:<service>"
     tasks: dict[str, dict[str, Task]]  # cluster -> task ARN -> task
@@ -280,17 +282,29 @@ class NetworkInterface(Protocol):
     private_ip_addresses: list[PrivateAddress]
 
 
+class StateReason(Protocol):
+    message: str
+    code: str
+
+
 class Instance(Protocol):
     id: str
     instance_type: str
     user_data: object  # moto keeps what it was given: str, bytes, a list of them
     nics: dict[int, NetworkInterface]
+    state_reason: StateReason
 
     @property
     def state(self) -> str: ...  # pending | running | stopping | stopped | ...
 
+    def terminate(self) -> object: ...
+
 
 class Ec2Backend(Protocol):
+    account_id: str
+    region_name: str
+    tags: dict[str, dict[str, str]]  # resource id -> key -> value
+
     def all_instances(self) -> Iterable[Instance]: ...
 
     def get_instance_by_id(self, instance_id: str) -> Instance | None: ...
@@ -348,6 +362,13 @@ def new_container(task_definition: TaskDefinition) -> Container:
     return cast("Container", container)
 
 
+def new_state_reason(code: str, message: str) -> StateReason:
+    """A moto EC2 StateReason (`describe_instances`' `StateReason`)."""
+    from moto.ec2.models.instances import StateReason as MotoStateReason
+
+    return cast("StateReason", MotoStateReason(message, code))
+
+
 def definition_of(ecs: EcsBackend, arn: str) -> TaskDefinition | None:
     """The task definition of an ARN (or `family:revision`), None once it is gone."""
     family, _, revision = arn.rsplit("/", 1)[-1].rpartition(":")
@@ -403,3 +424,9 @@ def deployment_configuration_of(service: Service) -> DeploymentConfiguration:
         service, "deployment_configuration", None
     )
     return configuration or {}
+
+
+def version_of(resource: Task | ContainerInstance) -> int:
+    """ECS's version of a task or container instance (0 for one moto made)."""
+    version: int = getattr(resource, "version", None) or 0
+    return version

@@ -21,9 +21,10 @@ import logging
 from collections.abc import Mapping, Sequence
 
 from controller.sandbox.ecs.agents import Agents, address_prefix_for
-from controller.sandbox.ecs.backends import backends_of, short
+from controller.sandbox.ecs.backends import Ec2Backend, EcsBackend, backends_of, short
 from controller.sandbox.ecs.endpoints import EndpointSpec, endpoints_of
-from controller.sandbox.ecs.faults import crash_tasks
+from controller.sandbox.ecs.faults import SpotInterruptions, crash_tasks
+from controller.sandbox.ecs.notifications import Watch
 from controller.sandbox.ecs.patches import install_patches, keep_tasks_alive, remove_patches
 from controller.sandbox.ecs.placement import Placer
 from controller.sandbox.ecs.scheduler import ServiceScheduler
@@ -54,6 +55,11 @@ class _Emulation:
             event_repeat_s=settings.event_repeat_s,
             start_failure_backoff_s=settings.start_failure_backoff_s,
         )
+        self._interruptions = SpotInterruptions(notice_s=settings.spot_interruption_notice_s)
+        self._watch = Watch()
+
+    def _look(self, ecs: EcsBackend, ec2: Ec2Backend) -> None:
+        self._watch.look(ecs, ec2, {instance.id: instance for instance in ec2.all_instances()})
 
     def tick(self) -> dict[str, EndpointSpec]:
         with BACKEND_LOCK:
@@ -61,6 +67,7 @@ class _Emulation:
             ecs, ec2 = backends_of(self._settings.account_id, self._settings.region)
             instances = {instance.id: instance for instance in ec2.all_instances()}
             self.agents.assign_addresses(instances)
+            self._interruptions.run(ec2, instances)
             self.agents.run(ecs, instances)
             settle_stopped(ecs)
             for task in crash_tasks(ecs):
@@ -69,18 +76,20 @@ class _Emulation:
             self._scheduler.schedule_all(ecs, ec2)
             count_tasks(ecs)
             forget_stopped(ecs, retention_s=self._settings.stopped_task_retention_s)
+            self._look(ecs, ec2)
             return endpoints_of(ecs, address_of=self.agents.address_of)
 
     def started(self, task_arns: Sequence[str]) -> None:
         with BACKEND_LOCK:
-            ecs, _ = backends_of(self._settings.account_id, self._settings.region)
+            ecs, ec2 = backends_of(self._settings.account_id, self._settings.region)
             for task in tasks_by_arn(ecs, task_arns):
                 mark_running(task)
                 log.info("task %s RUNNING (%s)", short(task.task_arn), task.group)
+            self._look(ecs, ec2)
 
     def failed(self, failures: Mapping[str, str]) -> None:
         with BACKEND_LOCK:
-            ecs, _ = backends_of(self._settings.account_id, self._settings.region)
+            ecs, ec2 = backends_of(self._settings.account_id, self._settings.region)
             for task in tasks_by_arn(ecs, list(failures)):
                 stop_task(
                     ecs,
@@ -89,6 +98,7 @@ class _Emulation:
                     code="TaskFailedToStart",
                 )
                 self._scheduler.note_start_failure(ecs, task)
+            self._look(ecs, ec2)
 
 
 class DataPlane:

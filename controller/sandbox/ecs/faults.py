@@ -1,8 +1,11 @@
-"""Fault injection by task tags, as any AWS client can set them (`ecs tag-resource`).
+"""Fault injection by tags, as any AWS client can set them (`ecs tag-resource`,
+`ec2 create-tags`).
 
-Owns: the tags and what they mean; reading a task's faults for its model server; and
-crashing the tasks tagged to crash. Must not: replace a crashed task or count its failure
-against a deployment (the scheduler does, from the tasks `crash_tasks` returns).
+Owns: the tags and what they mean; reading a task's faults for its model server;
+crashing the tasks tagged to crash; and interrupting the EC2 instances tagged to be
+interrupted. Must not: replace a crashed task or count its failure against a deployment
+(the scheduler does, from the tasks `crash_tasks` returns), or stop the tasks of an
+interrupted instance (its agent does, as for any terminated instance).
 
 A service's tags reach its new tasks when it has `propagateTags=SERVICE`.
 
@@ -12,20 +15,42 @@ A service's tags reach its new tasks when it has `propagateTags=SERVICE`.
 - `sandbox:crash=true`: the task's essential container exits: the task stops
   (stopCode EssentialContainerExited) and the service scheduler replaces it.
 
+On an EC2 instance:
+
+- `sandbox:interrupt=true`: a spot interruption. The instance (running) gets EC2's "EC2
+  Spot Instance Interruption Warning" event (`instance-action: terminate`), then, after
+  the data plane's `spot_interruption_notice_s` (2 s in the sandbox; AWS gives two
+  minutes), it is terminated with StateReason `Server.SpotInstanceTermination`, whether
+  spot or not and despite termination protection, as AWS would take it: its container
+  instance goes INACTIVE and its tasks stop, like any terminated instance's. Once warned,
+  removing the tag does not save it (nor does it on AWS).
+
 Removing the tag (`untag-resource`) removes the fault. Changes apply on the next tick.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from controller.sandbox.ecs.backends import EcsBackend, Task, tags_of
+from controller.sandbox.ecs import notifications
+from controller.sandbox.ecs.backends import (
+    Ec2Backend,
+    EcsBackend,
+    Instance,
+    Task,
+    new_state_reason,
+    tags_of,
+)
 from controller.sandbox.ecs.tasks import all_live_tasks, stop_task
 
 DELAY_TAG = "sandbox:delay"
 FAIL_TAG = "sandbox:fail"
 CRASH_TAG = "sandbox:crash"
+INTERRUPT_TAG = "sandbox:interrupt"
+SPOT_TERMINATION = "Server.SpotInstanceTermination"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
 
@@ -74,3 +99,31 @@ def crash_tasks(ecs: EcsBackend) -> list[Task]:
             )
             crashed.append(task)
     return crashed
+
+
+class SpotInterruptions:
+    """The instances tagged `sandbox:interrupt`: warned, then taken away."""
+
+    def __init__(self, *, notice_s: float) -> None:
+        self._notice_s = notice_s
+        self._due: dict[str, float] = {}  # instance id -> monotonic time of termination
+
+    def run(self, ec2: Ec2Backend, instances: Mapping[str, Instance]) -> None:
+        moment = time.monotonic()
+        for instance_id in list(self._due):
+            if instance_id not in instances:  # the account was reset
+                del self._due[instance_id]
+        for instance_id, instance in instances.items():
+            due = self._due.get(instance_id)
+            if due is None:
+                tagged = truthy(ec2.tags.get(instance_id, {}).get(INTERRUPT_TAG))
+                if tagged and instance.state == "running":
+                    self._due[instance_id] = moment + self._notice_s
+                    notifications.spot_interruption_warning(ec2, instance_id)
+            elif moment >= due:
+                del self._due[instance_id]
+                if instance.state not in ("shutting-down", "terminated"):
+                    instance.terminate()
+                    instance.state_reason = new_state_reason(
+                        SPOT_TERMINATION, f"{SPOT_TERMINATION}: Spot instance termination"
+                    )

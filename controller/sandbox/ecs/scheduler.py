@@ -23,8 +23,15 @@ Must not: choose instances or ports (placement's), or read the controller's spec
   deregistered, is replaced; after a task fails to start or crashes, its service waits a
   few seconds before starting another, and its deployment's `failedTasks` counts it.
 
-Gaps: no deployment circuit breaker (rolloutState never FAILED), no capacity providers,
-FARGATE services are placed on instances like EC2 ones.
+- **Events** (`notifications`, to EventBridge): ECS Service Action `SERVICE_STEADY_STATE`
+  (INFO) when the service reaches a steady state and `SERVICE_TASK_PLACEMENT_FAILURE`
+  (WARN) with each "unable to place" service event; ECS Deployment State Change
+  `SERVICE_DEPLOYMENT_IN_PROGRESS` once per PRIMARY deployment IN_PROGRESS and
+  `SERVICE_DEPLOYMENT_COMPLETED` when its rollout completes.
+
+Gaps: no deployment circuit breaker (rolloutState never FAILED, so no
+SERVICE_DEPLOYMENT_FAILED), no capacity providers, FARGATE services are placed on
+instances like EC2 ones.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import math
 import time
 import uuid
 
+from controller.sandbox.ecs import notifications
 from controller.sandbox.ecs.backends import (
     Deployment,
     DeploymentConfiguration,
@@ -95,6 +103,7 @@ class ServiceScheduler:
         self._last_event: dict[tuple[str, str], float] = {}  # (service ARN, message) -> t
         self._start_failed_at: dict[str, float] = {}  # service key -> monotonic time
         self._steady: dict[str, bool] = {}  # service key -> steady at the last tick
+        self._announced: dict[str, str] = {}  # service key -> deployment told IN_PROGRESS
 
     def note_start_failure(self, ecs: EcsBackend, task: Task) -> None:
         """A task failed to start or crashed: its service pauses, its deployment counts it."""
@@ -110,15 +119,17 @@ class ServiceScheduler:
         for key, service in list(ecs.services.items()):
             self.schedule(ecs, ec2, key, service)
 
-    def _event(self, service: Service, message: str, *, repeat_key: str | None = None) -> None:
+    def _event(self, service: Service, message: str, *, repeat_key: str | None = None) -> bool:
+        """Log a service event; False when it was logged too recently to repeat."""
         if repeat_key is not None:
             key = (service.arn, repeat_key)
             moment = time.monotonic()
             if moment - self._last_event.get(key, -math.inf) < self._event_repeat_s:
-                return
+                return False
             self._last_event[key] = moment
         service.events.insert(0, {"id": str(uuid.uuid4()), "createdAt": now(), "message": message})
         del service.events[_EVENTS_KEPT:]
+        return True
 
     def schedule(self, ecs: EcsBackend, ec2: Ec2Backend, key: str, service: Service) -> None:
         """One step of one service towards desiredCount tasks of its task definition."""
@@ -151,6 +162,11 @@ class ServiceScheduler:
             self._steady[key] = False
         primary["desiredCount"] = service.desired_count
         primary_id = primary["id"]
+        if primary.get("rolloutState") == "IN_PROGRESS" and self._announced.get(key) != primary_id:
+            self._announced[key] = primary_id
+            notifications.deployment_changed(
+                ecs, service, primary, "SERVICE_DEPLOYMENT_IN_PROGRESS"
+            )
 
         desired = service.desired_count
         maximum, minimum_healthy = rollout_bounds(desired, deployment_configuration_of(service))
@@ -207,13 +223,16 @@ class ServiceScheduler:
                 deployment_id=primary_id,
             )
             if isinstance(placed, str):
-                self._event(
+                if self._event(
                     service,
                     f"(service {service.name}) was unable to place a task because no container "
                     f"instance met all of its requirements. {placed} For more information, see "
                     "the Troubleshooting section of the Amazon ECS Developer Guide.",
                     repeat_key="unable-to-place",
-                )
+                ):
+                    notifications.service_action(
+                        ecs, service, "SERVICE_TASK_PLACEMENT_FAILURE", event_type="WARN"
+                    )
                 break
             started.append(placed)
             primary_tasks.append(placed)
@@ -259,6 +278,8 @@ class ServiceScheduler:
                 service,
                 f"(service {service.name}) (deployment {primary_id}) deployment completed.",
             )
+            notifications.deployment_changed(ecs, service, primary, "SERVICE_DEPLOYMENT_COMPLETED")
         if steady and not self._steady.get(key, False):
             self._event(service, f"(service {service.name}) has reached a steady state.")
+            notifications.service_action(ecs, service, "SERVICE_STEADY_STATE")
         self._steady[key] = steady
