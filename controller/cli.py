@@ -68,6 +68,7 @@ def settings_from(
     backoff_cap_s: float | None = None,
     probe: bool = True,
     allow_non_loopback: bool | None = None,
+    events: str | None = None,
 ) -> Settings:
     """The settings tree from the command line, in one place: a flag left out keeps its
     default. The environment is read here only for what botocore does not decide itself:
@@ -91,6 +92,7 @@ def settings_from(
             resync=replace(runner.resync, **_given(interval_s=resync_interval_s)),
             serving=replace(runner.serving, **_given(metrics_addr=metrics_addr)),
             probing=probing,
+            events=replace(runner.events, **_given(mode=events)),
         ),
         waits=replace(defaults.waits, **_given(timeout_s=wait_timeout_s)),
     )
@@ -99,6 +101,34 @@ def settings_from(
 def _given(**values: object) -> dict[str, Any]:
     """The flags that were given (None = left out, the setting keeps its default)."""
     return {name: value for name, value in values.items() if value is not None}
+
+
+EVENTS_HELP = (
+    "AWS events make the keys they name due at once (the resync stays the fallback): "
+    "off; auto = the tagged SQS queue ecs-infer-events and its EventBridge rules, created "
+    "if absent (API-call events need a CloudTrail trail); or a queue URL, read as it is."
+)
+
+
+def events_mode(value: str) -> str:
+    """`--events`: `off`, `auto`, or an SQS queue URL (`https://sqs.` on AWS, `http://`
+    for an emulator); anything else is an error that says so."""
+    mode = value.strip()
+    if mode.lower() in ("off", "auto"):
+        return mode.lower()
+    if mode.startswith(("https://sqs.", "http://")) and mode.count("/") >= 4:
+        return mode
+    raise ValueError(
+        f"--events {value!r}: expected auto, off, or an SQS queue URL such as "
+        "https://sqs.us-east-1.amazonaws.com/123456789012/ecs-infer-events"
+    )
+
+
+def _events_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return events_mode(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 def _load_or_report(path: Path) -> LoadResult:
@@ -288,6 +318,15 @@ def probe(
     default=None,
     help="Probe addresses outside 127.0.0.0/8. Default: yes, unless AWS_ENDPOINT_URL is set.",
 )
+@click.option(
+    "--events",
+    default="off",
+    show_default=True,
+    envvar="ECSINFER_EVENTS",
+    metavar="auto|QUEUE_URL|off",
+    callback=_events_option,
+    help=EVENTS_HELP,
+)
 def run(
     path: Path,
     metrics_addr: str,
@@ -297,6 +336,7 @@ def run(
     backoff_cap: float,
     no_probe: bool,
     allow_non_loopback: bool | None,
+    events: str,
 ) -> None:
     """The daemon: watch PATH, reconcile, probe, serve metrics; until SIGTERM/SIGINT."""
     from controller.daemon import run_daemon
@@ -309,6 +349,7 @@ def run(
         backoff_cap_s=backoff_cap,
         probe=not no_probe,
         allow_non_loopback=allow_non_loopback,
+        events=events,
     )
     sys.exit(run_daemon(path, settings=settings))
 
