@@ -69,6 +69,7 @@ def settings_from(
     probe: bool = True,
     allow_non_loopback: bool | None = None,
     events: str | None = None,
+    events_wait_s: int | None = None,
 ) -> Settings:
     """The settings tree from the command line, in one place: a flag left out keeps its
     default. The environment is read here only for what botocore does not decide itself:
@@ -92,7 +93,7 @@ def settings_from(
             resync=replace(runner.resync, **_given(interval_s=resync_interval_s)),
             serving=replace(runner.serving, **_given(metrics_addr=metrics_addr)),
             probing=probing,
-            events=replace(runner.events, **_given(mode=events)),
+            events=replace(runner.events, **_given(mode=events, wait_s=events_wait_s)),
         ),
         waits=replace(defaults.waits, **_given(timeout_s=wait_timeout_s)),
     )
@@ -327,6 +328,15 @@ def probe(
     callback=_events_option,
     help=EVENTS_HELP,
 )
+@click.option(
+    "--events-wait",
+    default=20,
+    show_default=True,
+    type=click.IntRange(0, 20),
+    envvar="ECSINFER_EVENTS_WAIT",
+    help="Seconds one receive of the events queue long-polls; 0 = a short poll a second "
+    "(for an emulator that serves nothing else while a long poll waits).",
+)
 def run(
     path: Path,
     metrics_addr: str,
@@ -337,6 +347,7 @@ def run(
     no_probe: bool,
     allow_non_loopback: bool | None,
     events: str,
+    events_wait: int,
 ) -> None:
     """The daemon: watch PATH, reconcile, probe, serve metrics; until SIGTERM/SIGINT."""
     from controller.daemon import run_daemon
@@ -350,6 +361,7 @@ def run(
         probe=not no_probe,
         allow_non_loopback=allow_non_loopback,
         events=events,
+        events_wait_s=events_wait,
     )
     sys.exit(run_daemon(path, settings=settings))
 

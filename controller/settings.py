@@ -188,7 +188,11 @@ class EventsSettings:
     `http://...` for an emulator), read as it is: nothing is created."""
     wait_s: int = 20
     """Long-poll of one `ReceiveMessage` (SQS's longest is 20 s): one request per 20 s
-    while the account is quiet."""
+    while the account is quiet. 0 = short polls (one per `empty_pause_s`), for an
+    emulator that cannot serve other requests while a long poll waits."""
+    empty_pause_s: float = 1.0
+    """After a receive that came back empty sooner than this (short polls, `wait_s` 0),
+    wait the rest before the next: an empty queue never makes a busy loop."""
     batch_size: int = 10
     """Messages per `ReceiveMessage` (SQS allows 1 to 10)."""
     max_message_bytes: int = 256 * 1024

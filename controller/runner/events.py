@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Awaitable, Sequence
 from typing import Generic, Protocol, TypeVar
 
@@ -87,6 +88,7 @@ class EventsLoop(Generic[_M]):
             return
         log.info("events.started", source=self.source.name)
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 messages = await _until(self.source.receive(), stop)
             except asyncio.CancelledError:
@@ -98,6 +100,10 @@ class EventsLoop(Generic[_M]):
                 return
             self._failures = 0
             if not messages:
+                rest = self.settings.empty_pause_s - (time.monotonic() - started)
+                if rest > 0:  # a short poll: never a busy loop on an empty queue
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), rest)
                 continue
             try:
                 self.handle([message.body for message in messages])

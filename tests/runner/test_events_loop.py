@@ -273,3 +273,23 @@ async def test_the_daemon_reconciles_a_key_an_event_names_at_once(tmp_path: Path
     finally:
         stop.set()
         await asyncio.wait_for(running, 5)
+
+
+async def test_an_empty_queue_that_answers_at_once_is_not_a_busy_loop() -> None:
+    metrics = Metrics()
+    informer, runner = parts(metrics)
+
+    class ShortPolls(FakeSource):
+        async def receive(self) -> list[Message]:
+            self.receives += 1
+            return []
+
+    source = ShortPolls()
+    quick = dataclasses.replace(EVENTS, empty_pause_s=0.1)
+    loop = EventsLoop(source, informer=informer, runner=runner, metrics=metrics, settings=quick)
+    stop = asyncio.Event()
+    running = asyncio.create_task(loop.run(stop))
+    await asyncio.sleep(0.5)
+    stop.set()
+    await asyncio.wait_for(running, 1.0)
+    assert 3 <= source.receives <= 7
