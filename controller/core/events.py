@@ -73,6 +73,8 @@ API_EVENT_SOURCES = ("ecs.amazonaws.com", "ec2.amazonaws.com")
 
 # Read-only calls change nothing (EventBridge does not deliver them; be sure anyway).
 _READ_ONLY_PREFIXES = ("Describe", "List", "Get")
+MAX_NAME_CHARS = 100
+"""An API call's `eventName` is cut to this (AWS's are below 60 characters)."""
 # How deep the id keys of an EC2 request are looked for: CloudTrail nests them 3 to 5
 # levels down (`tagSpecificationSet.items[].tags[]`); a bound keeps a hostile body cheap.
 _MAX_DEPTH = 8
@@ -266,7 +268,8 @@ def _ecs_event(detail_type: str, detail: Mapping[str, Any], resources: list[str]
 
 def _api_call(detail: Mapping[str, Any]) -> Touched | Rejected:
     event_source = _str(detail.get("eventSource"))
-    event_name = _str(detail.get("eventName")) or "?"
+    # Anyone's text, bound for logs and labels of nothing: kept short.
+    event_name = (_str(detail.get("eventName")) or "?")[:MAX_NAME_CHARS]
     if event_source not in API_EVENT_SOURCES:
         return Rejected(reason="unknown", detail=f"API call of {event_source}"[:200])
     if event_name.startswith(_READ_ONLY_PREFIXES):

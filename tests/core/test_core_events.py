@@ -616,3 +616,8 @@ def test_a_cluster_whose_spec_is_gone_is_still_ours_while_managed() -> None:
     event = Touched(source="api", kind="t", clusters=frozenset({CLUSTER}))
     assert keys_for(event, nothing, observed) == {f"cluster/{CLUSTER}"}
     assert keys_for(event, nothing, empty_observed()) == set()
+
+
+def test_an_api_call_name_is_kept_short() -> None:
+    event = touched(api_call("aws.ecs", "UpdateService" + "x" * 10_000, {"cluster": CLUSTER}))
+    assert len(event.kind) <= len("api:") + 100
