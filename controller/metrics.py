@@ -152,7 +152,7 @@ class Metrics:
         self.events_dropped = Counter(
             "ecsinfer_events_dropped",
             "Event messages that made no key due, by reason (malformed, unknown, oversized, "
-            "irrelevant, not-ours, no-level).",
+            "irrelevant, not-ours, own-call, no-level).",
             ["reason"],
             registry=r,
         )

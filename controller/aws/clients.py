@@ -134,6 +134,7 @@ class AwsClients:
         self._session = session or get_session()
         self._stack: AsyncExitStack | None = None
         self._account_id: str | None = None
+        self._caller_arn: str | None = None
         self._ecs: ECSClient | None = None
         self._ec2: EC2Client | None = None
         self._ssm: SSMClient | None = None
@@ -240,10 +241,23 @@ class AwsClients:
     async def account_id(self) -> str:
         """The account of the credentials; asked once per `AwsClients`, then remembered."""
         if self._account_id is None:
-            with translating_errors():
-                identity = await self.sts.get_caller_identity()
-            self._account_id = identity["Account"]
+            await self._identify()
+        assert self._account_id is not None
         return self._account_id
+
+    async def caller_arn(self) -> str:
+        """The principal of the credentials (as CloudTrail names it in `userIdentity.arn`);
+        asked once per `AwsClients`, with `account_id`, then remembered."""
+        if self._caller_arn is None:
+            await self._identify()
+        assert self._caller_arn is not None
+        return self._caller_arn
+
+    async def _identify(self) -> None:
+        with translating_errors():
+            identity = await self.sts.get_caller_identity()
+        self._account_id = identity["Account"]
+        self._caller_arn = identity["Arn"]
 
 
 def _opened(client: _T | None) -> _T:

@@ -260,6 +260,8 @@ class SqsEventSource:
         self.settings = settings
         self.queue_url = queue_url
         self.auto = queue_url is None
+        self.own_actor: str | None = None
+        """Whom the controller calls AWS as: API calls it made are not events for it."""
 
     @property
     def name(self) -> str:
@@ -269,7 +271,8 @@ class SqsEventSource:
         return self.queue_url.rstrip("/").rsplit("/", 1)[-1]
 
     async def start(self) -> None:
-        """Ready to receive: the plumbing ensured (`auto`), else nothing to do."""
+        """Ready to receive: who we are known, and the plumbing ensured (`auto`)."""
+        self.own_actor = await self.clients.caller_arn()
         if self.auto:
             plumbing = await ensure_plumbing(self.clients, settings=self.settings)
             self.queue_url = plumbing.queue_url

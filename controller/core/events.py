@@ -31,6 +31,7 @@ each a name or an ARN); EC2 ones CloudTrail's nested sets (`instancesSet.items[]
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -101,6 +102,8 @@ class Touched:
     """Security-group ids (`sg-...`)."""
     tasks: frozenset[str] = frozenset()
     """Task ARNs (or bare ids) whose service is not said by the event itself."""
+    actor: str | None = None
+    """Who made an API call (`userIdentity.arn`); None for state changes."""
 
     @property
     def empty(self) -> bool:
@@ -284,7 +287,8 @@ def _api_call(detail: Mapping[str, Any]) -> Touched | Rejected:
         touched = _ec2_call(event_name, request, response)
     if touched.empty:
         return Rejected(reason="irrelevant", detail=f"{event_name}: names nothing", source="api")
-    return touched
+    actor = _str(_dict(detail.get("userIdentity")).get("arn"))
+    return dataclasses.replace(touched, actor=actor) if actor else touched
 
 
 def _ecs_call(name: str, request: Mapping[str, Any], response: Mapping[str, Any]) -> Touched:

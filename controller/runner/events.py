@@ -55,6 +55,11 @@ class EventSource(Protocol[_M]):
     def name(self) -> str:
         """For logs."""
 
+    @property
+    def own_actor(self) -> str | None:
+        """The principal the controller calls AWS as (known once started), if known: API
+        calls it made itself are not events for it (it verifies each write anyway)."""
+
     async def start(self) -> None:
         """Make ready (e.g. create the queue); a `TerminalError` turns events off."""
 
@@ -144,6 +149,11 @@ class EventsLoop(Generic[_M]):
                 log.debug("events.dropped", reason=parsed.reason, detail=parsed.detail)
                 continue
             self.metrics.events_received.labels(source=parsed.source).inc()
+            if parsed.actor is not None and parsed.actor == self.source.own_actor:
+                # Our own write: its reconcile verifies it already; one more read of
+                # AWS for each of our writes would only double the cost of a rollout.
+                self.metrics.events_dropped.labels(reason="own-call").inc()
+                continue
             touched.append(parsed)
         level = self.informer.latest
         if level is None:

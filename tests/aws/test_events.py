@@ -77,6 +77,8 @@ async def test_auto_makes_the_tagged_queue_rules_and_policy_once(
 async def test_a_matching_event_comes_out_of_the_source(aws: Emulator, clients: AwsClients) -> None:
     source = SqsEventSource(clients, settings=SETTINGS)
     await source.start()
+    assert source.own_actor == await clients.caller_arn()
+    assert source.own_actor and source.own_actor.startswith("arn:aws:")
     events = aws.boto3_client("events")
     detail = {"clusterArn": CLUSTER_ARN, "group": "service:bert", "lastStatus": "STOPPED"}
     published = events.put_events(

@@ -621,3 +621,13 @@ def test_a_cluster_whose_spec_is_gone_is_still_ours_while_managed() -> None:
 def test_an_api_call_name_is_kept_short() -> None:
     event = touched(api_call("aws.ecs", "UpdateService" + "x" * 10_000, {"cluster": CLUSTER}))
     assert len(event.kind) <= len("api:") + 100
+
+
+def test_an_api_call_says_who_made_it() -> None:
+    identity = {"type": "AssumedRole", "arn": "arn:aws:sts::1:assumed-role/r/s"}
+    body = api_call("aws.ecs", "DeleteCluster", {"cluster": CLUSTER}, userIdentity=identity)
+    assert touched(body).actor == "arn:aws:sts::1:assumed-role/r/s"
+    assert touched(api_call("aws.ecs", "DeleteCluster", {"cluster": CLUSTER})).actor is None
+    odd = api_call("aws.ecs", "DeleteCluster", {"cluster": CLUSTER}, userIdentity="x")
+    assert touched(odd).actor is None
+    assert touched(task_state()).actor is None

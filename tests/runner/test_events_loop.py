@@ -109,6 +109,7 @@ class FakeSource:
     """Batches (or exceptions) handed out in order; then a long poll that never ends."""
 
     name = "fake"
+    own_actor: str | None = "arn:aws:sts::123456789012:assumed-role/ecs-infer/controller"
 
     def __init__(
         self, *batches: Sequence[str] | Exception, start_errors: Sequence[Exception] = ()
@@ -293,3 +294,27 @@ async def test_an_empty_queue_that_answers_at_once_is_not_a_busy_loop() -> None:
     stop.set()
     await asyncio.wait_for(running, 1.0)
     assert 3 <= source.receives <= 7
+
+
+def update_service_by(actor: str) -> str:
+    detail = {
+        "eventSource": "ecs.amazonaws.com",
+        "eventName": "UpdateService",
+        "userIdentity": {"type": "AssumedRole", "arn": actor},
+        "requestParameters": {"cluster": "demo", "service": "a", "desiredCount": 3},
+    }
+    return event("aws.ecs", "AWS API Call via CloudTrail", detail)
+
+
+async def test_our_own_api_calls_are_not_events_for_us() -> None:
+    metrics = Metrics()
+    informer, runner = parts(metrics)
+    await informer.level()
+    source = FakeSource()
+    loop = EventsLoop(source, informer=informer, runner=runner, metrics=metrics, settings=EVENTS)
+    assert source.own_actor is not None
+    assert loop.handle([update_service_by(source.own_actor)]) == set()
+    assert sample(metrics, "ecsinfer_events_dropped_total", reason="own-call") == 1
+    someone = "arn:aws:sts::123456789012:assumed-role/Admin/alice"
+    assert loop.handle([update_service_by(someone)]) == {"deployment/a"}
+    assert sample(metrics, "ecsinfer_events_received_total", source="api") == 2
