@@ -5,8 +5,10 @@ parses each (`core.events.parse_event`), counts it (`ecsinfer_events_received_to
 by source, `ecsinfer_events_dropped_total` by reason), maps the batch to keys with the
 informer's latest level (`core.events.KeyIndex`), and for each key marks the
 informer stale for it and enqueues it now; deleting every message it was handed,
-whatever it held; backing off (bounded, with jitter) from a source that fails, without
-ever stopping the daemon; and stopping with the daemon's stop event.
+whatever it held; skipping API calls the controller made itself (the source knows whom
+it calls AWS as: each write's reconcile verifies it already); backing off (bounded,
+with jitter) from a source that fails, without ever stopping the daemon; and stopping
+with the daemon's stop event.
 Must not: read an event as state (the key's reconcile reads AWS as always: the event
 only says which key to look at now), or import the AWS shell: it is handed a source
 (`controller.aws.events.SqsEventSource` on AWS, a fake in tests).
