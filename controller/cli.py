@@ -68,6 +68,8 @@ def settings_from(
     backoff_cap_s: float | None = None,
     probe: bool = True,
     allow_non_loopback: bool | None = None,
+    events: str | None = None,
+    events_wait_s: int | None = None,
 ) -> Settings:
     """The settings tree from the command line, in one place: a flag left out keeps its
     default. The environment is read here only for what botocore does not decide itself:
@@ -91,6 +93,7 @@ def settings_from(
             resync=replace(runner.resync, **_given(interval_s=resync_interval_s)),
             serving=replace(runner.serving, **_given(metrics_addr=metrics_addr)),
             probing=probing,
+            events=replace(runner.events, **_given(mode=events, wait_s=events_wait_s)),
         ),
         waits=replace(defaults.waits, **_given(timeout_s=wait_timeout_s)),
     )
@@ -99,6 +102,34 @@ def settings_from(
 def _given(**values: object) -> dict[str, Any]:
     """The flags that were given (None = left out, the setting keeps its default)."""
     return {name: value for name, value in values.items() if value is not None}
+
+
+EVENTS_HELP = (
+    "AWS events make the keys they name due at once (the resync stays the fallback): "
+    "off; auto = the tagged SQS queue ecs-infer-events and its EventBridge rules, created "
+    "if absent (API-call events need a CloudTrail trail); or a queue URL, read as it is."
+)
+
+
+def events_mode(value: str) -> str:
+    """`--events`: `off`, `auto`, or an SQS queue URL (`https://sqs.` on AWS, `http://`
+    for an emulator); anything else is an error that says so."""
+    mode = value.strip()
+    if mode.lower() in ("off", "auto"):
+        return mode.lower()
+    if mode.startswith(("https://sqs.", "http://")) and mode.count("/") >= 4:
+        return mode
+    raise ValueError(
+        f"--events {value!r}: expected auto, off, or an SQS queue URL such as "
+        "https://sqs.us-east-1.amazonaws.com/123456789012/ecs-infer-events"
+    )
+
+
+def _events_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return events_mode(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 def _load_or_report(path: Path) -> LoadResult:
@@ -288,6 +319,24 @@ def probe(
     default=None,
     help="Probe addresses outside 127.0.0.0/8. Default: yes, unless AWS_ENDPOINT_URL is set.",
 )
+@click.option(
+    "--events",
+    default="off",
+    show_default=True,
+    envvar="ECSINFER_EVENTS",
+    metavar="auto|QUEUE_URL|off",
+    callback=_events_option,
+    help=EVENTS_HELP,
+)
+@click.option(
+    "--events-wait",
+    default=20,
+    show_default=True,
+    type=click.IntRange(0, 20),
+    envvar="ECSINFER_EVENTS_WAIT",
+    help="Seconds one receive of the events queue long-polls; 0 = a short poll a second "
+    "(for an emulator that serves nothing else while a long poll waits).",
+)
 def run(
     path: Path,
     metrics_addr: str,
@@ -297,6 +346,8 @@ def run(
     backoff_cap: float,
     no_probe: bool,
     allow_non_loopback: bool | None,
+    events: str,
+    events_wait: int,
 ) -> None:
     """The daemon: watch PATH, reconcile, probe, serve metrics; until SIGTERM/SIGINT."""
     from controller.daemon import run_daemon
@@ -309,6 +360,8 @@ def run(
         backoff_cap_s=backoff_cap,
         probe=not no_probe,
         allow_non_loopback=allow_non_loopback,
+        events=events,
+        events_wait_s=events_wait,
     )
     sys.exit(run_daemon(path, settings=settings))
 

@@ -4,8 +4,9 @@ Owns: opening the AWS clients (every request counted in `ecsinfer_aws_requests_t
 through their `on_request` hook), handing the runner the AWS-backed `Shell`
 (`pipeline.AwsShell`), the probing companion (discovery of the running tasks' endpoints after each
 read of AWS and every `discovery_interval_s`, through one incremental `Discoverer` that
-describes only the tasks it has not seen yet, handed to the `Prober`), signals, and the
-exit code.
+describes only the tasks it has not seen yet, handed to the `Prober`), the event source
+of `--events` (`aws.events.SqsEventSource`: `auto` ensures its queue and rules, a URL is
+read as it is), signals, and the exit code.
 Must not: decide anything the runner, the planner or the shell decides.
 
 It lives outside `controller.runner` on purpose: the import contract lets only the AWS
@@ -27,6 +28,7 @@ import structlog
 from controller.aws.clients import AwsClients
 from controller.aws.discovering import Discoverer
 from controller.aws.errors import AwsError
+from controller.aws.events import SqsEventSource
 from controller.core.endpoints import discovery_targets, probe_targets
 from controller.metrics import Metrics
 from controller.pipeline import AwsShell
@@ -34,7 +36,7 @@ from controller.probing.prober import Prober
 from controller.runner.daemon import Daemon
 from controller.runner.reconciling import Level
 from controller.runner.reporting import ProbeReport
-from controller.settings import ProbingSettings, Settings
+from controller.settings import EventsSettings, ProbingSettings, Settings
 
 log = structlog.get_logger(__name__)
 
@@ -121,6 +123,7 @@ async def run_daemon_async(
                 shell=AwsShell(clients),
                 metrics=metrics,
                 companions=companions,
+                events=event_source(clients, settings=runner.events),
             )
             log.info(
                 "daemon.starting",
@@ -129,12 +132,23 @@ async def run_daemon_async(
                 resync_s=runner.resync.interval_s,
                 workers=runner.queue.workers,
                 probing=runner.probing.enabled,
+                events=runner.events.mode if runner.events.mode in ("off", "auto") else "queue",
             )
             await daemon.run(stop)
     except (OSError, AwsError) as exc:  # the port is taken; no region or credentials
         log.error("daemon.failed", error=str(exc))
         return EXIT_ERROR
     return EXIT_OK
+
+
+def event_source(clients: AwsClients, *, settings: EventsSettings) -> SqsEventSource | None:
+    """The `--events` source: None for `off`, the ensured queue for `auto`, else the
+    queue URL given."""
+    if settings.mode == "off":
+        return None
+    if settings.mode == "auto":
+        return SqsEventSource(clients, settings=settings)
+    return SqsEventSource(clients, settings=settings, queue_url=settings.mode)
 
 
 def run_daemon(path: Path, *, settings: Settings | None = None) -> int:

@@ -149,6 +149,30 @@ class Metrics:
             "1 once the first reconcile pass is done.",
             registry=r,
         )
+        # AWS events (`run --events`, CONTRACT §7): `runner.events` records these.
+        self.events_received = Counter(
+            "ecsinfer_events_received",
+            "AWS events received by source (ecs, ec2, api), whether ours or not.",
+            ["source"],
+            registry=r,
+        )
+        self.events_dropped = Counter(
+            "ecsinfer_events_dropped",
+            "Event messages that made no key due, by reason (malformed, unknown, oversized, "
+            "irrelevant, not-ours, own-call, no-level).",
+            ["reason"],
+            registry=r,
+        )
+        self.events_keys = Counter(
+            "ecsinfer_events_keys_enqueued",
+            "Keys marked stale and enqueued at once because an event named them.",
+            registry=r,
+        )
+        self.events_receive_errors = Counter(
+            "ecsinfer_events_receive_errors",
+            "Failed receives (or set-ups) of the event source; each is retried with backoff.",
+            registry=r,
+        )
 
     def record_aws_request(self, service: str, operation: str, outcome: str) -> None:
         self.aws_requests.labels(service=service, operation=operation, outcome=outcome).inc()

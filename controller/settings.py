@@ -1,7 +1,7 @@
 """Every tunable of the controller, in one frozen, documented tree.
 
 Owns: the settings of each part (AWS clients, the runner's queue, resync, watch,
-serving and shutdown, probing and the prober, waiting for rollouts, the sandbox's data
+serving and shutdown, probing and the prober, AWS events, waiting for rollouts, the sandbox's data
 plane) as grouped frozen dataclasses with a docstring per field, their defaults, and the
 root `Settings` that holds them all. Must not: read the environment or the command line
 (the CLI builds the tree, in one place: `controller.cli.settings_from`), or import
@@ -9,7 +9,8 @@ anything (it is the bottom layer: every part takes its own group from here).
 
     Settings
       aws        AwsSettings          how the AWS clients talk to AWS
-      runner     RunnerSettings       queue, resync, watch, serving, shutdown, probing
+      runner     RunnerSettings       queue, resync, watch, serving, shutdown, probing,
+                                      events
       waits      WaitSettings         `apply --wait`
       dataplane  DataPlaneSettings    the sandbox's emulated ECS data plane
 """
@@ -176,6 +177,48 @@ class ProbingSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EventsSettings:
+    """AWS events (`run --events`): an SQS queue fed by EventBridge rules, read so that
+    drift is seen in seconds. An event only names the key to look at now; the reconcile
+    reads AWS as always, and the resync stays the fallback for anything missed."""
+
+    mode: str = "off"
+    """`off`; `auto` (the tagged queue and rules below are created if absent, reused if
+    ours); or a queue URL (`https://sqs.<region>.amazonaws.com/<account>/<name>`, or
+    `http://...` for an emulator), read as it is: nothing is created."""
+    wait_s: int = 20
+    """Long-poll of one `ReceiveMessage` (SQS's longest is 20 s): one request per 20 s
+    while the account is quiet. 0 = short polls (one per `empty_pause_s`), for an
+    emulator that cannot serve other requests while a long poll waits."""
+    empty_pause_s: float = 1.0
+    """After a receive that came back empty sooner than this (short polls, `wait_s` 0),
+    wait the rest before the next: an empty queue never makes a busy loop."""
+    batch_size: int = 10
+    """Messages per `ReceiveMessage` (SQS allows 1 to 10)."""
+    max_message_bytes: int = 256 * 1024
+    """A body longer than this is dropped unread (`oversized`); SQS's own limit."""
+    queue_name: str = "ecs-infer-events"
+    """The queue `auto` creates or reuses (refused unless tagged as ours)."""
+    retention_s: int = 900
+    """How long `auto`'s queue keeps a message nobody read: an event older than a few
+    resyncs says nothing the resync has not seen, and a restart reads everything anyway."""
+    visibility_timeout_s: int = 60
+    """Seconds a received message stays hidden before SQS hands it out again (a daemon
+    that died before deleting it)."""
+    ecs_rule: str = "ecs-infer-ecs-events"
+    """The EventBridge rule (default bus) of ECS task, service, deployment and container
+    instance state changes."""
+    ec2_rule: str = "ecs-infer-ec2-events"
+    """The rule of EC2 instance state changes and spot interruption warnings."""
+    api_rule: str = "ecs-infer-api-calls"
+    """The rule of ECS and EC2 API calls (CloudTrail: needs a trail in the account)."""
+    backoff_base_s: float = 1.0
+    """After a failed receive (or setting up `auto`), wait this long; doubles each time."""
+    backoff_cap_s: float = 60.0
+    """The longest wait between two failed receives (each wait has up to 50 % jitter)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunnerSettings:
     """The daemon's loop (`ecs-infer run`): everything `Daemon` needs besides the folder."""
 
@@ -185,6 +228,7 @@ class RunnerSettings:
     serving: ServingSettings = field(default_factory=ServingSettings)
     shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
     probing: ProbingSettings = field(default_factory=ProbingSettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
 
 
 # --- the sandbox ---------------------------------------------------------------------------

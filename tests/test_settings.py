@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
-from controller.cli import settings_from
+import pytest
+from click.testing import CliRunner
+
+from controller.cli import cli, events_mode, settings_from
 from controller.settings import AwsSettings, Settings
 
 
@@ -53,3 +57,48 @@ def test_the_tree_is_frozen_and_keeps_secrets_out_of_its_repr() -> None:
         pass
     else:  # pragma: no cover
         raise AssertionError("settings must be frozen")
+
+
+def test_events_are_off_unless_asked_for() -> None:
+    assert settings_from(environ={}).runner.events.mode == "off"
+    assert settings_from(environ={}, events="auto").runner.events.mode == "auto"
+    url = "https://sqs.us-east-1.amazonaws.com/123456789012/q"
+    built = settings_from(environ={}, events=url)
+    assert built.runner.events.mode == url
+    assert built.runner.events.wait_s == 20 and built.runner.events.batch_size == 10
+
+
+@pytest.mark.parametrize(
+    ("given", "mode"),
+    [
+        ("auto", "auto"),
+        ("OFF", "off"),
+        (" auto ", "auto"),
+        ("https://sqs.eu-west-1.amazonaws.com/123456789012/ecs-infer-events", None),
+        ("http://127.0.0.1:5000/123456789012/ecs-infer-events", None),
+    ],
+)
+def test_events_mode_accepts_auto_off_and_queue_urls(given: str, mode: str | None) -> None:
+    assert events_mode(given) == (mode or given)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "on",
+        "",
+        "ecs-infer-events",
+        "sqs.us-east-1.amazonaws.com/1/q",
+        "https://example.com/1/q",
+        "http://x",
+    ],
+)
+def test_events_mode_refuses_anything_else_clearly(given: str) -> None:
+    with pytest.raises(ValueError, match="expected auto, off, or an SQS queue URL"):
+        events_mode(given)
+
+
+def test_run_refuses_a_bad_events_value_before_starting(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["run", str(tmp_path), "--events", "sometimes"])
+    assert result.exit_code == 2
+    assert "expected auto, off, or an SQS queue URL" in result.output

@@ -1,7 +1,7 @@
 """AWS clients for one controller process, and the accounting of every request they send.
 
-Owns: building the ECS, EC2, SSM and STS clients from one aiobotocore session through the
-standard botocore chain (credentials, `AWS_REGION` / `AWS_DEFAULT_REGION`,
+Owns: building the ECS, EC2, SSM, STS, SQS and EventBridge clients from one aiobotocore
+session through the standard botocore chain (credentials, `AWS_REGION` / `AWS_DEFAULT_REGION`,
 `AWS_ENDPOINT_URL` for an emulator), their retry and timeout settings, and the request
 hook: every HTTP request sent (retries included, since each one counts against AWS's
 rate limits) is reported once as `on_request(service, operation, outcome)`.
@@ -30,6 +30,8 @@ from controller.settings import AwsSettings
 if TYPE_CHECKING:
     from types_aiobotocore_ec2 import EC2Client
     from types_aiobotocore_ecs import ECSClient
+    from types_aiobotocore_events import EventBridgeClient
+    from types_aiobotocore_sqs import SQSClient
     from types_aiobotocore_ssm import SSMClient
     from types_aiobotocore_sts import STSClient
 
@@ -110,11 +112,12 @@ def _outcome(response_dict: Mapping[str, Any] | None, parsed: Mapping[str, Any] 
 
 
 class AwsClients:
-    """`async with AwsClients() as clients:` gives `clients.ecs`, `.ec2`, `.ssm`, `.sts`.
+    """`async with AwsClients() as clients:` gives `clients.ecs`, `.ec2`, `.ssm`, `.sts`,
+    `.sqs` and `.events` (the last two for `aws.events`, `run --events`).
 
     The clients have only the operations of `service_models.OPERATIONS`. An injected
     `session` is pointed at the trimmed models too (`use_trimmed_models`), so its later
-    ECS/EC2/SSM/STS clients are trimmed as well; that only takes effect if the session
+    clients of these services are trimmed as well; that only takes effect if the session
     has not made a client (or loaded any data) before: otherwise its clients, these
     included, keep botocore's full models, which work the same and cost the memory.
     """
@@ -131,10 +134,13 @@ class AwsClients:
         self._session = session or get_session()
         self._stack: AsyncExitStack | None = None
         self._account_id: str | None = None
+        self._caller_arn: str | None = None
         self._ecs: ECSClient | None = None
         self._ec2: EC2Client | None = None
         self._ssm: SSMClient | None = None
         self._sts: STSClient | None = None
+        self._sqs: SQSClient | None = None
+        self._events: EventBridgeClient | None = None
 
     def add_request_hook(self, hook: RequestHook) -> None:
         self._hooks.append(hook)
@@ -161,7 +167,11 @@ class AwsClients:
                 self._ec2 = await stack.enter_async_context(session.create_client("ec2", **kwargs))
                 self._ssm = await stack.enter_async_context(session.create_client("ssm", **kwargs))
                 self._sts = await stack.enter_async_context(session.create_client("sts", **kwargs))
-            for client in (self._ecs, self._ec2, self._ssm, self._sts):
+                self._sqs = await stack.enter_async_context(session.create_client("sqs", **kwargs))
+                self._events = await stack.enter_async_context(
+                    session.create_client("events", **kwargs)
+                )
+            for client in (self._ecs, self._ec2, self._ssm, self._sts, self._sqs, self._events):
                 client.meta.events.register("response-received", self._on_response)
         except BaseException:
             await stack.aclose()
@@ -177,6 +187,8 @@ class AwsClients:
     ) -> None:
         stack, self._stack = self._stack, None
         self._ecs = self._ec2 = self._ssm = self._sts = None
+        self._sqs = None
+        self._events = None
         if stack is not None:
             await stack.aclose()
 
@@ -215,16 +227,37 @@ class AwsClients:
         return _opened(self._sts)
 
     @property
+    def sqs(self) -> SQSClient:
+        return _opened(self._sqs)
+
+    @property
+    def events(self) -> EventBridgeClient:
+        return _opened(self._events)
+
+    @property
     def region(self) -> str:
         return str(self.ecs.meta.region_name)
 
     async def account_id(self) -> str:
         """The account of the credentials; asked once per `AwsClients`, then remembered."""
         if self._account_id is None:
-            with translating_errors():
-                identity = await self.sts.get_caller_identity()
-            self._account_id = identity["Account"]
+            await self._identify()
+        assert self._account_id is not None
         return self._account_id
+
+    async def caller_arn(self) -> str:
+        """The principal of the credentials (as CloudTrail names it in `userIdentity.arn`);
+        asked once per `AwsClients`, with `account_id`, then remembered."""
+        if self._caller_arn is None:
+            await self._identify()
+        assert self._caller_arn is not None
+        return self._caller_arn
+
+    async def _identify(self) -> None:
+        with translating_errors():
+            identity = await self.sts.get_caller_identity()
+        self._account_id = identity["Account"]
+        self._caller_arn = identity["Arn"]
 
 
 def _opened(client: _T | None) -> _T:

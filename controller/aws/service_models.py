@@ -75,6 +75,23 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     ),
     "ssm": ("GetParameters",),
     "sts": ("GetCallerIdentity",),
+    # `run --events`: the queue the EventBridge rules feed, and the rules (`aws.events`).
+    "sqs": (
+        "CreateQueue",
+        "DeleteMessageBatch",
+        "GetQueueAttributes",
+        "GetQueueUrl",
+        "ListQueueTags",
+        "ReceiveMessage",
+        "SetQueueAttributes",
+    ),
+    "events": (
+        "DescribeRule",
+        "ListTagsForResource",
+        "ListTargetsByRule",
+        "PutRule",
+        "PutTargets",
+    ),
 }
 """Every AWS operation the controller calls, by botocore service name. Client method
 calls and paginator names alike (`get_paginator("list_tasks")` is `ListTasks`)."""
@@ -179,7 +196,7 @@ def use_trimmed_models(session: Session) -> None:
     made a client or loaded any data: botocore builds the loader once, lazily, from
     `data_path`. On a session that already has one, nothing changes and clients get
     botocore's full models (they work, they only cost the memory). Once it took effect,
-    every ECS, EC2, SSM and STS client of the session has only the trimmed operations.
+    every client of the services of `OPERATIONS` the session makes has only the trimmed operations.
     Idempotent."""
     ours = str(MODELS_DIR)
     current = session.get_config_variable("data_path") or ""

@@ -2,12 +2,14 @@
 
 Owns: the order things start and stop in; what a file change and a resync do (reload
 the folder; a file change re-plans the level in hand, a resync reads a fresh one; then
-enqueue every key); the leadership seam (a replica works
+enqueue every key); the events loop (an AWS event makes the key it names due now, see
+`events`); the leadership seam (a replica works
 only while it leads: `SingleReplica` for now, a DynamoDB lease later); `/status` built
 on the event loop for the HTTP thread; and a clean stop (no new work, reconciles in flight
 finish within the grace period, companions closed, HTTP stopped).
-Must not: import the AWS shell. `Daemon` is handed a `Shell` (reads and writes) and
-optional `Companion`s (the prober); `controller.daemon` builds the AWS-backed ones.
+Must not: import the AWS shell. `Daemon` is handed a `Shell` (reads and writes),
+optional `Companion`s (the prober) and an optional `EventSource` (an SQS queue);
+`controller.daemon` builds the AWS-backed ones.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import structlog
 
 from controller.core.planning import cluster_key, deployment_key
 from controller.metrics import Metrics
+from controller.runner.events import EventsLoop, EventSource
 from controller.runner.reconciling import (
     Informer,
     Level,
@@ -94,6 +97,7 @@ class Daemon:
         metrics: Metrics,
         companions: Sequence[Companion] = (),
         leadership: Leadership | None = None,
+        events: EventSource[Any] | None = None,
     ) -> None:
         self.path = path
         self.settings = settings
@@ -112,6 +116,15 @@ class Daemon:
         self.informer.listeners.append(self.runner.publish_level)
         for companion in self.companions:
             self.informer.listeners.append(companion.on_level)
+        self.events_loop: EventsLoop[Any] | None = None
+        if events is not None:
+            self.events_loop = EventsLoop(
+                events,
+                informer=self.informer,
+                runner=self.runner,
+                metrics=metrics,
+                settings=settings.events,
+            )
         self.server = MetricsServer(
             settings.serving.metrics_addr,
             metrics=metrics,
@@ -143,6 +156,8 @@ class Daemon:
                     name="resync",
                 )
             )
+            if self.events_loop is not None:
+                background.append(asyncio.create_task(self.events_loop.run(stop), name="events"))
             for companion in self.companions:
                 background.append(asyncio.create_task(companion.run(stop), name="companion"))
             await stop.wait()

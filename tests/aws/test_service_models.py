@@ -33,7 +33,8 @@ SOURCE = Path(controller.__file__).parent
 META_METHODS = frozenset(
     {"get_paginator", "can_paginate", "get_waiter", "close", "generate_presigned_url"}
 )
-SERVICE = r"\b(ecs|ec2|ssm|sts)"
+# `meta.events` is botocore's event system of a client, not the EventBridge client.
+SERVICE = r"(?<!meta\.)\b(ecs|ec2|ssm|sts|sqs|events)"
 CALL = re.compile(SERVICE + r"\s*\.\s*([a-z_][a-z0-9_]*)\s*\(")
 PAGINATOR = re.compile(SERVICE + r"\s*\.\s*get_paginator\(\s*[\"']([a-z0-9_]+)[\"']")
 OPERATION_NAME = re.compile(r"""(?:service=["'](\w+)["'],\s*)?operation=["']([A-Za-z0-9]+)["']""")
