@@ -396,13 +396,27 @@ def status(path: Path, output: str, daemon: str) -> None:
 @click.option("--aws-port", default=5000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--metrics-addr", default="127.0.0.1:9108", show_default=True)
 @click.option("--no-controller", is_flag=True, help="Only the emulated AWS and data plane.")
-def sandbox(specs: Path | None, aws_port: int, metrics_addr: str, no_controller: bool) -> None:
+@click.option(
+    "--events",
+    type=click.Choice(["auto", "off"]),
+    default="auto",
+    show_default=True,
+    help="The controller reads the AWS events the sandbox emits (drift seen in about a "
+    "second); off = only the resync.",
+)
+def sandbox(
+    specs: Path | None, aws_port: int, metrics_addr: str, no_controller: bool, events: str
+) -> None:
     """Emulated AWS + ECS data plane + BERT endpoints (+ the controller), all on loopback."""
     from controller.sandbox.main import run_sandbox
 
     sys.exit(
         run_sandbox(
-            specs=specs, aws_port=aws_port, metrics_addr=metrics_addr, controller=not no_controller
+            specs=specs,
+            aws_port=aws_port,
+            metrics_addr=metrics_addr,
+            controller=not no_controller,
+            events=events,
         )
     )
 

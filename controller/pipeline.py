@@ -112,13 +112,26 @@ async def read_world(specs: SpecSet, *, clients: AwsClients) -> World:
         clients, ami_parameters=ami_parameters_needed(specs), subnet_ids=_named_subnets(specs)
     )
     desired = desired_state(specs, facts)
-    observed = await observe(clients, facts=facts, cluster_names=_cluster_names(specs))
+    observed = await observe(
+        clients,
+        facts=facts,
+        cluster_names=_cluster_names(specs),
+        service_names=_service_names(desired),
+    )
     return await _with_families(desired, observed, clients=clients)
 
 
 def _cluster_names(specs: SpecSet) -> set[str]:
     """The clusters a read must look at for these specs (every managed one besides)."""
     return set(specs.clusters) | {d.spec.cluster for d in specs.deployments.values()}
+
+
+def _service_names(desired: DesiredState) -> dict[str, set[str]]:
+    """The specs' services by cluster: read even when deleted, to tell drift."""
+    names: dict[str, set[str]] = {}
+    for deployment in desired.deployments.values():
+        names.setdefault(deployment.service.cluster, set()).add(deployment.service.name)
+    return names
 
 
 def _named_subnets(specs: SpecSet) -> set[str]:

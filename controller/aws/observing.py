@@ -52,6 +52,7 @@ from controller.core.states import (
     LiveTaskDefinition,
     ObservedState,
     family_of,
+    is_managed,
 )
 
 if TYPE_CHECKING:
@@ -176,10 +177,13 @@ async def observe(
     facts: AccountFacts,
     cluster_names: Iterable[str],
     families: Iterable[str] = (),
+    service_names: Mapping[str, Iterable[str]] | None = None,
 ) -> ObservedState:
-    """The observed model: the clusters named (and every managed one), their ACTIVE
-    services, managed security groups and instances, and the ACTIVE revisions of
-    `families` (none by default: see `observe_task_definitions`)."""
+    """The observed model: the clusters named (and every managed one), their services
+    (and those of `service_names`, by cluster, even when deleted: see `read_services`),
+    managed security groups and instances, and the ACTIVE revisions of `families` (none
+    by default: see `observe_task_definitions`)."""
+    expected = service_names or {}
     with translating_errors():
         clusters, security_groups, instances, task_definitions = await asyncio.gather(
             read_clusters(clients, names=cluster_names),
@@ -190,7 +194,10 @@ async def observe(
         active = sorted(name for name, cluster in clusters.items() if cluster.status == "ACTIVE")
         # One round for every cluster's services, container instances and tasks.
         per_cluster, container_instances, tasks = await asyncio.gather(
-            _gather(read_services(clients, cluster=name) for name in active),
+            _gather(
+                read_services(clients, cluster=name, expected=expected.get(name, ()))
+                for name in active
+            ),
             _gather(read_container_instances(clients, cluster=name) for name in active),
             _gather(read_tasks(clients, cluster=name) for name in active),
         )
@@ -321,22 +328,31 @@ async def read_clusters(clients: AwsClients, *, names: Iterable[str]) -> dict[st
     return dict(sorted(clusters.items()))
 
 
-async def read_services(clients: AwsClients, *, cluster: str) -> dict[tuple[str, str], LiveService]:
+async def read_services(
+    clients: AwsClients, *, cluster: str, expected: Iterable[str] = ()
+) -> dict[tuple[str, str], LiveService]:
     """The services of one cluster that are not deleted (ACTIVE, or DRAINING while
-    being deleted), managed or not, by (cluster, name)."""
+    being deleted), managed or not, by (cluster, name); and the `expected` ones (the
+    specs') that are deleted but still described as INACTIVE and ours, so that a
+    service deleted behind our back reads as drift, not as never created. ECS lists no
+    INACTIVE service (moto does): those are described by name."""
     arns: list[str] = []
     async for page in clients.ecs.get_paginator("list_services").paginate(
         cluster=cluster, PaginationConfig={"PageSize": 100}
     ):
         arns.extend(page.get("serviceArns", ()))
-    raws = await describe_services(clients, cluster=cluster, services=sorted(set(arns)))
+    listed = {arn.rsplit("/", 1)[-1] for arn in arns}
+    wanted = sorted(set(arns)) + sorted(set(expected) - listed)
+    raws = await describe_services(clients, cluster=cluster, services=wanted)
     services: dict[tuple[str, str], LiveService] = {}
+    gone: dict[tuple[str, str], LiveService] = {}
     for raw in raws:
-        if raw.get("status") == "INACTIVE":
-            continue  # deleted; moto lists (and describes) those too
         service = live_service(raw, cluster=cluster)
-        services[(cluster, service.name)] = service
-    return services
+        if service.status != "INACTIVE":
+            services[(cluster, service.name)] = service
+        elif service.name in set(expected) and is_managed(service.tags):
+            gone[(cluster, service.name)] = service  # moto lists and describes those too
+    return {**gone, **services}
 
 
 async def describe_services(

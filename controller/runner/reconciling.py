@@ -64,11 +64,24 @@ class Level:
         # Clusters first: a deployment's service needs its cluster.
         return sorted(keys, key=lambda key: (not key.startswith(CLUSTER_PREFIX), key))
 
+    def desired_replicas(self, deployment: str) -> int:
+        """The replicas a deployment should run: the spec's, or under `ignore: [replicas]`
+        the service's own desired count (an autoscaler owns it)."""
+        wanted = self.desired.deployments.get(deployment)
+        spec = self.specs.deployments.get(deployment)
+        service = self.service_of(deployment)
+        if wanted is not None and service is not None and "desiredCount" in wanted.ignore:
+            return service.desired_count
+        if wanted is not None:
+            return wanted.replicas
+        return spec.spec.replicas if spec is not None else 0
+
     def service_of(self, deployment: str) -> LiveService | None:
         wanted = self.desired.deployments.get(deployment)
         if wanted is None:
             return None
-        return self.observed.services.get((wanted.cluster, wanted.service.name))
+        service = self.observed.services.get((wanted.cluster, wanted.service.name))
+        return None if service is None or service.status == "INACTIVE" else service
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -54,7 +54,6 @@ def status_document(
     deployments: dict[str, Any] = {}
     for name in sorted(deployment_names):
         spec = specs.deployments.get(name) if specs else None
-        desired = level.desired.deployments.get(name) if level else None
         service = level.service_of(name) if level else None
         reconcile = statuses.get(DEPLOYMENT_PREFIX + name)
         deployments[name] = {
@@ -62,7 +61,9 @@ def status_document(
             "service": spec.service_name if spec else None,
             "in_spec": spec is not None,
             "replicas": {
-                "desired": desired.replicas if desired else (spec.spec.replicas if spec else 0),
+                "desired": level.desired_replicas(name)
+                if level
+                else (spec.spec.replicas if spec else 0),
                 "running": service.running_count if service else 0,
                 "pending": service.replicas_not_running if service else 0,
                 "service_desired": service.desired_count if service else None,

@@ -278,10 +278,10 @@ class Runner:
             self.statuses.pop(DEPLOYMENT_PREFIX + name, None)
         self._deployments = deployments
 
-        for name, spec in sorted(level.specs.deployments.items()):
+        for name in sorted(level.specs.deployments):
             service = level.service_of(name)
             gauge = self.metrics.deployment_replicas
-            gauge.labels(deployment=name, state="desired").set(spec.spec.replicas)
+            gauge.labels(deployment=name, state="desired").set(level.desired_replicas(name))
             gauge.labels(deployment=name, state="running").set(
                 service.running_count if service else 0
             )

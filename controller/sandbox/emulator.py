@@ -14,10 +14,12 @@ it reads or changes the backends: neither ever sees the other's half-made change
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -83,6 +85,53 @@ class _Serialised:
             return _complete(self._app(environ, start_response))
 
 
+class _LongPolls:
+    """WSGI middleware outside `_Serialised`: an SQS long poll (`ReceiveMessage` with
+    `WaitTimeSeconds`) waits *between* short polls, not inside moto with the lock held,
+    so that it never stalls every other request (and the data plane) for its wait. It
+    answers as SQS does: as soon as a message is there, else empty once the wait is up.
+    """
+
+    POLL_S = 0.1
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self._app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ.get("HTTP_X_AMZ_TARGET") != "AmazonSQS.ReceiveMessage":
+            return self._app(environ, start_response)  # type: ignore[return-value]
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        try:
+            request = json.loads(body or b"{}")
+            wait_s = float(request.pop("WaitTimeSeconds", 0) or 0)
+        except (ValueError, TypeError, AttributeError):
+            request, wait_s = None, 0.0
+        if request is None or wait_s <= 0:
+            return self._call(environ, body, start_response)
+        short = json.dumps({**request, "WaitTimeSeconds": 0}).encode()
+        deadline = time.monotonic() + min(wait_s, 20.0)
+        answered: list[Any] = []
+
+        def keep(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
+            answered[:] = [status, headers, rest]
+            return lambda data: None
+
+        while True:
+            result = self._call(environ, short, keep)
+            if b'"Messages"' in b"".join(result) or time.monotonic() >= deadline:
+                start_response(answered[0], answered[1], *answered[2])
+                return result
+            time.sleep(self.POLL_S)
+
+    def _call(
+        self, environ: dict[str, Any], body: bytes, start_response: Callable[..., Any]
+    ) -> list[bytes]:
+        fresh = dict(environ)
+        fresh["wsgi.input"] = io.BytesIO(body)
+        fresh["CONTENT_LENGTH"] = str(len(body))
+        return _complete(self._app(fresh, start_response))
+
+
 class _CloudTrail:
     """WSGI middleware inside `_Serialised`: every successful write to ECS or EC2, from
     any client, becomes CloudTrail's event on the account's default bus (`events`).
@@ -126,7 +175,7 @@ class _LoopbackMotoServer(ThreadedMotoServer):
     its socket on `stop()`."""
 
     def start(self) -> None:
-        app = _Serialised(_CloudTrail(DomainDispatcherApplication(create_backend_app)))
+        app = _LongPolls(_Serialised(_CloudTrail(DomainDispatcherApplication(create_backend_app))))
         self._server = make_server(
             self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
         )

@@ -34,6 +34,7 @@ from controller.sandbox.emulator import REGION, Emulator, start_emulator
 from controller.sandbox.modelserver import EncoderModel
 from controller.settings import (
     AwsSettings,
+    EventsSettings,
     ProberSettings,
     ProbingSettings,
     QueueSettings,
@@ -49,6 +50,7 @@ class SandboxOptions:
     aws_port: int
     metrics_addr: str
     controller: bool
+    events: str = "auto"
 
 
 def _console(stream: TextIO) -> Callable[[str], None]:
@@ -73,10 +75,11 @@ class _ConsoleHandler(logging.Handler):
             self.handleError(record)
 
 
-def controller_settings(*, endpoint: str, metrics_addr: str) -> Settings:
+def controller_settings(*, endpoint: str, metrics_addr: str, events: str = "auto") -> Settings:
     """The controller's settings in the sandbox: the emulator's endpoint and dummy
-    credentials, loopback-only probing, and a runner that looks again sooner than on
-    AWS (the emulated data plane acts within a tick)."""
+    credentials, loopback-only probing, a runner that looks again sooner than on AWS
+    (the emulated data plane acts within a tick), and AWS events (`auto` by default:
+    the sandbox emits them, so drift is seen in about a second)."""
     return Settings(
         aws=AwsSettings(
             endpoint_url=endpoint,
@@ -88,6 +91,7 @@ def controller_settings(*, endpoint: str, metrics_addr: str) -> Settings:
             queue=QueueSettings(verify_after_s=1.0, settle_after_s=3.0),
             serving=ServingSettings(metrics_addr=metrics_addr),
             probing=ProbingSettings(prober=ProberSettings(allow_non_loopback=False)),
+            events=EventsSettings(mode=events),
         ),
     )
 
@@ -97,7 +101,9 @@ async def _controller(options: SandboxOptions, emulator: Emulator, stopping: asy
     from controller.daemon import run_daemon_async
 
     assert options.specs is not None
-    settings = controller_settings(endpoint=emulator.endpoint, metrics_addr=options.metrics_addr)
+    settings = controller_settings(
+        endpoint=emulator.endpoint, metrics_addr=options.metrics_addr, events=options.events
+    )
     return await run_daemon_async(options.specs, settings=settings, stop=stopping)
 
 
@@ -168,6 +174,7 @@ def run_sandbox(
     aws_port: int,
     metrics_addr: str,
     controller: bool,
+    events: str = "auto",
     stream: TextIO | None = None,
 ) -> int:
     """Run the sandbox until SIGINT/SIGTERM; 0 on a clean stop, 1 when it cannot run."""
@@ -177,6 +184,7 @@ def run_sandbox(
         aws_port=aws_port,
         metrics_addr=metrics_addr,
         controller=controller,
+        events=events,
     )
     if not structlog.is_configured():  # not started by the CLI
         configure_logging(level="INFO", fmt="console")

@@ -284,6 +284,9 @@ def test_ignored_replicas_survive_resyncs_and_a_spec_change(
     eventually(lambda: daemon.status()["observed_at"] > first + 6, timeout=20, what="two resyncs")
     assert service(sandbox, SCALED)["desiredCount"] == 2
     assert daemon.sample("ecsinfer_drift", deployment=SCALED, resource="service") == 0
+    # the autoscaler's count is what the deployment should run now
+    assert daemon.status()["deployments"][SCALED]["replicas"]["desired"] == 2
+    assert daemon.sample("ecsinfer_deployment_replicas", deployment=SCALED, state="desired") == 2
 
     (daemon.folder / "scaled.yaml").write_text(
         deployment_spec(SCALED, extra="  ignore: [replicas]\n", memory=1200)
@@ -295,6 +298,9 @@ def test_ignored_replicas_survive_resyncs_and_a_spec_change(
     )
     assert service(sandbox, SCALED)["desiredCount"] == 2
     assert corrections(daemon, SCALED, "service") == 0
+    # The fleet is sized from the spec's replicas (the NeuronCore issue sizes it from
+    # demand): the autoscaler scales back in before the next test.
+    ecs.update_service(cluster=ENFORCED, service=SCALED, desiredCount=1)
 
 
 def group_of(sandbox: Sandbox, cluster: str) -> dict[str, Any]:
