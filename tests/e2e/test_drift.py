@@ -388,6 +388,57 @@ def test_a_terminated_instance_is_replaced_under_enforce_and_reported_under_dete
     eventually(lambda: converged(daemon), timeout=90, what="the deployments running again")
 
 
+def instance_state(sandbox: Sandbox, instance_id: str) -> str:
+    [reservation] = sandbox.client("ec2").describe_instances(InstanceIds=[instance_id])[
+        "Reservations"
+    ]
+    return str(reservation["Instances"][0]["State"]["Name"])
+
+
+def test_a_stopped_instance_is_replaced_and_a_removed_instance_tag_restored(
+    daemon: Daemon, sandbox: Sandbox
+) -> None:
+    ec2 = sandbox.client("ec2")
+    stopped, untagged = alive(sandbox, ENFORCED)[:2]
+    before = corrections(daemon, f"cluster/{ENFORCED}", "instance")
+    ec2.delete_tags(Resources=[untagged], Tags=[{"Key": "Name"}])
+    ec2.stop_instances(InstanceIds=[stopped])
+
+    def name_tag() -> bool:
+        [reservation] = ec2.describe_instances(InstanceIds=[untagged])["Reservations"]
+        tags = {t["Key"]: t["Value"] for t in reservation["Instances"][0].get("Tags", [])}
+        return tags.get("Name") == ENFORCED
+
+    eventually(name_tag, timeout=20, what="the Name tag restored")
+    eventually(
+        lambda: (
+            instance_state(sandbox, stopped) == "terminated" and len(alive(sandbox, ENFORCED)) == 3
+        ),
+        timeout=30,
+        what="the stopped instance replaced",
+    )
+    assert corrections(daemon, f"cluster/{ENFORCED}", "instance") >= before + 2
+    eventually(lambda: converged(daemon), timeout=90, what="the deployments running again")
+
+
+def test_a_deleted_cluster_is_recreated(daemon: Daemon, sandbox: Sandbox) -> None:
+    ecs = sandbox.client("ecs")
+    before = corrections(daemon, f"cluster/{ENFORCED}", "cluster")
+    ecs.delete_cluster(cluster=ENFORCED)
+
+    def active() -> bool:
+        [cluster] = ecs.describe_clusters(clusters=[ENFORCED], include=["TAGS"])["clusters"]
+        tags = {t["key"]: t["value"] for t in cluster.get("tags", [])}
+        return cluster["status"] == "ACTIVE" and tags.get("ecs-infer:managed-by") == "ecs-infer"
+
+    eventually(active, timeout=20, what="the cluster recreated")
+    eventually(
+        lambda: corrections(daemon, f"cluster/{ENFORCED}", "cluster") > before,
+        timeout=10,
+        what="the correction counted",
+    )
+
+
 def test_the_log_has_one_line_per_drift(daemon: Daemon) -> None:
     lines = [
         json.loads(line)

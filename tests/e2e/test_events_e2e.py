@@ -53,9 +53,9 @@ def daemon(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         folder,
         aws_endpoint=sandbox.endpoint,
         log=root / "daemon.log",
-        # Short polls: the sandbox serves one request at a time, and moto's long poll
-        # would hold every other request (the daemon's, the data plane's) for 20 s.
-        extra=("--resync-interval", "600", "--no-probe", "--events", "auto", "--events-wait", "0"),
+        # Long polls (the default): the sandbox answers one as soon as a message arrives
+        # and serves other requests meanwhile.
+        extra=("--resync-interval", "600", "--no-probe", "--events", "auto"),
     )
     yield running
     code, _ = running.stop()
