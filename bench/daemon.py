@@ -31,14 +31,12 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,45 +44,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import boto3  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from processes import env_for, free_port, scrape, wait_for  # noqa: E402
 
 CLUSTER = "bench"
 REGION = "us-east-1"
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except OSError as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise SystemExit(f"timed out after {timeout:g}s waiting for {what}: {last!r}")
-
-
-def env_for(endpoint: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_DEFAULT_REGION=REGION,
-        AWS_REGION=REGION,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-    )
-    env.pop("AWS_PROFILE", None)
-    return env
 
 
 def write_specs(
@@ -134,16 +98,6 @@ spec:
     sequenceLength: {sequence_length}
 """
     )
-
-
-def scrape(address: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def cpu_seconds(pid: int) -> float:

@@ -28,62 +28,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import boto3
-from prometheus_client.parser import text_string_to_metric_families
+from processes import REGION, env_for, free_port, scrape, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-REGION = "us-east-1"
 CLUSTERS = {"enf": "enforce", "det": "detect"}
 INSTANCES = 1  # per cluster: two 1-core deployments on distinct ports share one inf1.xlarge
 KINDS = ("desired count", "service deleted", "instance terminated")
+RESYNC_S = 30.0  # the daemon's default resync interval
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def env_for(endpoint: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_DEFAULT_REGION=REGION,
-        AWS_REGION=REGION,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
+def wait(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    return wait_for(
+        check, timeout=timeout, what=what, interval=0.1, retry_on=(OSError, KeyError, ValueError)
     )
-    env.pop("AWS_PROFILE", None)
-    return env
-
-
-def wait_for(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (OSError, KeyError, ValueError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise SystemExit(f"timed out after {timeout:g}s waiting for {what}: {last!r}")
 
 
 def write_specs(folder: Path, *, detect_policy: str) -> None:
@@ -155,16 +124,6 @@ class Account:
             ]
         )["Reservations"]
         return [i["InstanceId"] for r in reservations for i in r["Instances"]]
-
-
-def scrape(address: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def gauge(samples: dict[Any, float], name: str, **labels: str) -> float:
@@ -246,10 +205,10 @@ def put_right(account: Account, address: str, folder: Path) -> None:
     back on detect; then every gauge at 0."""
     account.ecs.update_service(cluster="det", service="det-count", desiredCount=1)
     write_specs(folder, detect_policy="enforce")
-    wait_for(lambda: settled(account, address), timeout=180, what="the account put right")
+    wait(lambda: settled(account, address), timeout=180, what="the account put right")
     write_specs(folder, detect_policy="detect")
     time.sleep(2.0)  # the folder reloaded on detect
-    wait_for(lambda: settled(account, address), timeout=60, what="everything settled")
+    wait(lambda: settled(account, address), timeout=60, what="everything settled")
 
 
 def main() -> int:
@@ -277,7 +236,7 @@ def main() -> int:
     )
     daemon: subprocess.Popen[bytes] | None = None
     try:
-        wait_for(
+        wait(
             lambda: "AWS endpoint:" in (work / "sandbox.log").read_text(),
             timeout=120,
             what="the sandbox",
@@ -290,10 +249,11 @@ def main() -> int:
             cwd=ROOT,
         )
         account = Account(endpoint)
-        wait_for(lambda: settled(account, address), timeout=240, what="the first convergence")
+        wait(lambda: settled(account, address), timeout=240, what="the first convergence")
         results: list[dict[str, dict[str, float]]] = []
         for number in range(args.trials):
-            time.sleep(random.uniform(0, 5))  # a random phase of the resync
+            # A random phase of the resync: put right ends just after a read of AWS.
+            time.sleep(random.uniform(0, RESYNC_S if args.events == "off" else 5))
             results.append(trial(account, address))
             if not args.json:
                 print(f"trial {number + 1}: {json.dumps(results[-1])}", file=sys.stderr)

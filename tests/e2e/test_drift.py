@@ -274,6 +274,159 @@ def test_detect_shows_the_drift_everywhere_and_changes_nothing(
     )
 
 
+def family_of(sandbox: Sandbox, name: str) -> str:
+    return str(service(sandbox, name)["taskDefinition"].rsplit("/", 1)[-1].rsplit(":", 1)[0])
+
+
+def rogue_revision(sandbox: Sandbox, name: str) -> str:
+    """Someone registers a revision of the deployment's family with another image."""
+    ecs = sandbox.client("ecs")
+    ours = ecs.describe_task_definition(taskDefinition=family_of(sandbox, name))["taskDefinition"]
+    return str(
+        ecs.register_task_definition(
+            family=ours["family"],
+            containerDefinitions=[
+                {**c, "image": "evil.example.com/bert:1"} for c in ours["containerDefinitions"]
+            ],
+            volumes=ours.get("volumes", []),
+            executionRoleArn=ours["executionRoleArn"],
+        )["taskDefinition"]["taskDefinitionArn"]
+    )
+
+
+def tag_back(sandbox: Sandbox, name: str, key: str, value: str) -> None:
+    ecs = sandbox.client("ecs")
+    ecs.tag_resource(
+        resourceArn=service(sandbox, name)["serviceArn"], tags=[{"key": key, "value": value}]
+    )
+
+
+DETECTED: list[tuple[str, str, Any, Any]] = [
+    # (what, the field path status and plan show, the change, how the test puts it back)
+    (
+        "desired count",
+        "desiredCount",
+        lambda sb: sb.client("ecs").update_service(
+            cluster=ENFORCED, service=DETECT, desiredCount=2
+        ),
+        lambda sb, _: sb.client("ecs").update_service(
+            cluster=ENFORCED, service=DETECT, desiredCount=1
+        ),
+    ),
+    (
+        "placement strategy",
+        "placementStrategy",
+        lambda sb: sb.client("ecs").update_service(
+            cluster=ENFORCED,
+            service=DETECT,
+            placementStrategy=[{"type": "binpack", "field": "memory"}],
+        ),
+        lambda sb, _: sb.client("ecs").update_service(
+            cluster=ENFORCED, service=DETECT, placementStrategy=[]
+        ),
+    ),
+    (
+        "placement constraints",
+        "placementConstraints",
+        lambda sb: sb.client("ecs").update_service(
+            cluster=ENFORCED, service=DETECT, placementConstraints=[{"type": "distinctInstance"}]
+        ),
+        lambda sb, _: sb.client("ecs").update_service(
+            cluster=ENFORCED, service=DETECT, placementConstraints=[]
+        ),
+    ),
+    (
+        "circuit breaker",
+        "deploymentConfiguration.deploymentCircuitBreaker.enable",
+        lambda sb: sb.client("ecs").update_service(
+            cluster=ENFORCED,
+            service=DETECT,
+            deploymentConfiguration={
+                "deploymentCircuitBreaker": {"enable": False, "rollback": True},
+                "maximumPercent": 200,
+                "minimumHealthyPercent": 100,
+            },
+        ),
+        lambda sb, _: sb.client("ecs").update_service(
+            cluster=ENFORCED,
+            service=DETECT,
+            deploymentConfiguration={
+                "deploymentCircuitBreaker": {"enable": True, "rollback": True},
+                "maximumPercent": 200,
+                "minimumHealthyPercent": 100,
+            },
+        ),
+    ),
+    (
+        "maximum percent",
+        "deploymentConfiguration.maximumPercent",
+        lambda sb: sb.client("ecs").update_service(
+            cluster=ENFORCED,
+            service=DETECT,
+            deploymentConfiguration={
+                "deploymentCircuitBreaker": {"enable": True, "rollback": True},
+                "maximumPercent": 150,
+                "minimumHealthyPercent": 100,
+            },
+        ),
+        lambda sb, _: sb.client("ecs").update_service(
+            cluster=ENFORCED,
+            service=DETECT,
+            deploymentConfiguration={
+                "deploymentCircuitBreaker": {"enable": True, "rollback": True},
+                "maximumPercent": 200,
+                "minimumHealthyPercent": 100,
+            },
+        ),
+    ),
+    (
+        "ownership tag removed",
+        "tags.ecs-infer:deployment",
+        lambda sb: sb.client("ecs").untag_resource(
+            resourceArn=service(sb, DETECT)["serviceArn"], tagKeys=["ecs-infer:deployment"]
+        ),
+        lambda sb, _: tag_back(sb, DETECT, "ecs-infer:deployment", DETECT),
+    ),
+    (
+        "revision registered out of band",
+        "containerDefinitions[bert].image",
+        lambda sb: rogue_revision(sb, DETECT),
+        lambda sb, arn: sb.client("ecs").deregister_task_definition(taskDefinition=arn),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "change", "revert"), [c[1:] for c in DETECTED], ids=[c[0] for c in DETECTED]
+)
+def test_every_field_under_detect_shows_in_metrics_status_and_plan(
+    daemon: Daemon, sandbox: Sandbox, path: str, change: Any, revert: Any
+) -> None:
+    made = change(sandbox)
+    resource = "task-definition" if path.startswith("containerDefinitions") else "service"
+    eventually(
+        lambda: daemon.sample("ecsinfer_drift", deployment=DETECT, resource=resource) == 1,
+        timeout=20,
+        what=f"ecsinfer_drift for {path}",
+    )
+    assert f"{resource}.{path}" in daemon.status()["deployments"][DETECT]["drift"]
+    plan = json.loads(ecs_infer(sandbox, "plan", str(daemon.folder), "--output", "json").stdout)
+    found = [
+        field["path"]
+        for drift in plan["detected_drift"]
+        if drift.get("deployment") == DETECT
+        for field in drift["fields"]
+    ]
+    assert path in found
+    assert corrections(daemon, DETECT, resource) == 0
+    revert(sandbox, made)
+    eventually(
+        lambda: daemon.sample("ecsinfer_drift", deployment=DETECT, resource=resource) == 0,
+        timeout=20,
+        what=f"the drift of {path} ended",
+    )
+
+
 def test_ignored_replicas_survive_resyncs_and_a_spec_change(
     daemon: Daemon, sandbox: Sandbox
 ) -> None:

@@ -19,7 +19,13 @@ from controller.core.planning.deployments import (
     plan_desired_deployment,
     revisions_to_describe,
 )
-from controller.core.planning.index import Index, cluster_key, deployment_key, index_of
+from controller.core.planning.index import (
+    LEAVING_INSTANCE,
+    Index,
+    cluster_key,
+    deployment_key,
+    index_of,
+)
 from controller.core.planning.ordering import in_phase_order
 from controller.core.planning.pruning import (
     families_to_prune,
@@ -96,7 +102,13 @@ def cluster_names(desired: DesiredState, observed: ObservedState) -> list[str]:
     managed and live."""
     names = set(desired.clusters) | set(desired.unresolved_clusters)
     names |= {name for name, live in observed.clusters.items() if is_managed(live.tags)}
-    names |= set(observed.security_groups) | set(observed.instances)
+    names |= set(observed.security_groups)
+    # Terminated instances stay in view for a while: they leave nothing to plan.
+    names |= {
+        name
+        for name, instances in observed.instances.items()
+        if any(i.state not in LEAVING_INSTANCE for i in instances)
+    }
     return sorted(names)
 
 
