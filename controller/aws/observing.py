@@ -206,7 +206,7 @@ async def observe(
         facts=facts,
         clusters=clusters,
         security_groups=security_groups,
-        instances=instances,
+        instances=by_registration(instances, dict(zip(active, container_instances, strict=True))),
         services=services,
         task_definitions=task_definitions,
         container_instances=dict(zip(active, container_instances, strict=True)),
@@ -550,17 +550,34 @@ def ingress_ranges(permissions: Iterable[Mapping[str, Any]]) -> frozenset[Ingres
 
 
 async def read_instances(clients: AwsClients) -> dict[str, tuple[LiveInstance, ...]]:
-    """Managed instances (terminated ones included), by their cluster tag, oldest first."""
+    """Managed instances (terminated ones included), by their cluster tag, oldest first;
+    those whose cluster tag was removed under the key "" (see `by_registration`)."""
     by_cluster: dict[str, list[LiveInstance]] = defaultdict(list)
     for raw in await describe_managed_instances(clients):
         instance = live_instance(raw)
-        cluster = instance.tags.get(CLUSTER_TAG)
-        if cluster:
-            by_cluster[cluster].append(instance)
+        by_cluster[instance.tags.get(CLUSTER_TAG, "")].append(instance)
     return {
         cluster: tuple(sorted(found, key=lambda i: (i.launch_time, i.instance_id)))
         for cluster, found in sorted(by_cluster.items())
     }
+
+
+def by_registration(
+    instances: Mapping[str, tuple[LiveInstance, ...]],
+    container_instances: Mapping[str, tuple[LiveContainerInstance, ...]],
+) -> dict[str, tuple[LiveInstance, ...]]:
+    """Managed instances whose cluster tag someone removed, put back under the cluster
+    ECS has them registered in (so that the tag is restored, not the instance lost)."""
+    untagged = {i.instance_id: i for i in instances.get("", ())}
+    result = {cluster: found for cluster, found in instances.items() if cluster}
+    for cluster, registered in container_instances.items():
+        joined = [
+            untagged.pop(ci.ec2_instance_id) for ci in registered if ci.ec2_instance_id in untagged
+        ]
+        if joined:
+            merged = (*result.get(cluster, ()), *joined)
+            result[cluster] = tuple(sorted(merged, key=lambda i: (i.launch_time, i.instance_id)))
+    return result
 
 
 async def describe_managed_instances(

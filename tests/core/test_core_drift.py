@@ -471,3 +471,52 @@ def test_drift_gauges_logs_and_a_fight_after_repeated_corrections() -> None:
 
     reporter.publish(Plan(), deployments=["bert"], clusters=[DEMO])
     assert sample(metrics, "ecsinfer_drift", deployment="bert", resource="service") == 0
+
+
+def test_an_instance_in_our_cluster_without_our_tag_is_left_alone_and_said() -> None:
+    from controller.core.states import LiveContainerInstance
+
+    model = in_sync()
+    stranger = LiveContainerInstance(
+        arn="arn:aws:ecs:us-east-1:123456789012:container-instance/ecs-inf1-demo/x",
+        cluster=DEMO,
+        ec2_instance_id="i-0stranger",
+        status="ACTIVE",
+        agent_connected=True,
+        running_tasks=0,
+        pending_tasks=0,
+    )
+    model = dataclasses.replace(model, container_instances={DEMO: (stranger,)})
+    result = plan_against(walkthrough_desired(), model)
+    assert result.actions == ()
+    assert any("i-0stranger" in warning and "left alone" in warning for warning in result.warnings)
+
+
+def test_an_instance_whose_cluster_tag_was_removed_is_found_by_registration() -> None:
+    from controller.aws.observing import by_registration
+    from controller.core.states import CLUSTER_TAG, LiveContainerInstance
+
+    model = in_sync()
+    first, second = model.instances[DEMO]
+    stripped = dataclasses.replace(
+        second, tags={k: v for k, v in second.tags.items() if k != CLUSTER_TAG}
+    )
+    member = LiveContainerInstance(
+        arn="arn:ci",
+        cluster=DEMO,
+        ec2_instance_id=second.instance_id,
+        status="ACTIVE",
+        agent_connected=True,
+        running_tasks=1,
+        pending_tasks=0,
+    )
+    found = by_registration({DEMO: (first,), "": (stripped,)}, {DEMO: (member,)})
+    model = dataclasses.replace(model, instances=found)
+    [action] = plan_against(walkthrough_desired(), model).actions
+    assert (action.verb, action.resource, action.id, action.reason) == (
+        "update",
+        "instance",
+        second.instance_id,
+        "drift",
+    )
+    assert action.fields == (FieldChange(f"tags.{CLUSTER_TAG}", None, DEMO),)

@@ -30,6 +30,8 @@ from controller.core.planning.building import KeyPlan
 from controller.core.planning.fleets import launch_groups, plan_fleet, recorded_size
 from controller.core.planning.index import GONE_CLUSTER, foreign_cluster, reason_by_record
 from controller.core.states import (
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
     SPEC_HASH_TAG,
     DesiredCluster,
     DesiredSecurityGroup,
@@ -164,3 +166,18 @@ def plan_desired_cluster(out: KeyPlan, cluster: DesiredCluster, observed: Observ
         ),
         cluster_exists=exists,
     )
+    warn_unmanaged_members(out, name, observed)
+
+
+def warn_unmanaged_members(out: KeyPlan, name: str, observed: ObservedState) -> None:
+    """An instance registered in our cluster without the managed-by tag (someone joined
+    it, or removed the tag from ours): not ours to change (CONTRACT §5), so said, not
+    touched. The fleet counts without it."""
+    known = {instance.instance_id for instance in observed.instances.get(name, ())}
+    for member in observed.container_instances.get(name, ()):
+        if member.status == "ACTIVE" and member.ec2_instance_id not in known:
+            out.warnings.append(
+                f"instance {member.ec2_instance_id} is registered in cluster {name} without "
+                f"the tag {MANAGED_BY}={MANAGED_BY_VALUE}: it is left alone and not counted "
+                "in the fleet (tag it to hand it back)"
+            )
