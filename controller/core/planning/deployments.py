@@ -15,7 +15,6 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 
 from controller.core.diffs import FieldChange, revision_delta, service_delta
-from controller.core.normalising import normalise_task_definition
 from controller.core.payloads import (
     CreateService,
     DeregisterTaskDefinition,
@@ -75,9 +74,11 @@ def revision_target(
         # In sync, or the service was pointed elsewhere: back to the revision we set.
         return ExistingRevision(arn=service.tags[TASK_DEFINITION_TAG])
     desired = deployment.task_definition
-    canonical = normalise_task_definition(desired.content)
+    # Same content, but for the fields others own (`ignore: [image]`).
     matching = [
-        r for r in managed_revisions(revisions) if normalise_task_definition(r.content) == canonical
+        r
+        for r in managed_revisions(revisions)
+        if not revision_delta(desired, r, ignore=deployment.ignore)
     ]
     if matching:
         return ExistingRevision(arn=matching[-1].arn)
