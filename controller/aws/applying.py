@@ -84,6 +84,7 @@ from controller.core.states import (
     CLUSTER_TAG,
     MANAGED_BY,
     RETIRED_TAG,
+    SPEC_HASH_TAG,
     TASK_DEFINITION_TAG,
     IngressRange,
     is_managed,
@@ -389,6 +390,10 @@ async def _sync_ingress(context: _Context, group_id: str, sync: SyncIngress) -> 
 
 async def _create_security_group(context: _Context, payload: CreateSecurityGroup) -> _Result:
     desired = payload.desired
+    # What was applied is recorded once its rules are in: a group read in between (by
+    # another key's level) must not look like one whose rules someone revoked (drift).
+    record = {k: v for k, v in desired.tags.items() if k == SPEC_HASH_TAG}
+    ownership = {k: v for k, v in desired.tags.items() if k != SPEC_HASH_TAG}
     existing = await _describe_groups(
         context,
         Filters=[
@@ -404,15 +409,16 @@ async def _create_security_group(context: _Context, payload: CreateSecurityGroup
         # Made by a pass that crashed before its rules: what is left, by the core's sync.
         remaining = ingress_sync(desired.ingress, ingress_ranges(group.get("IpPermissions", ())))
         done = await _sync_ingress(context, group_id, remaining)
+        if tags_to_write(record, ec2_tags(group.get("Tags"))):
+            await context.clients.ec2.create_tags(Resources=[group_id], Tags=ec2_tag_list(record))
+            done.append("tags")
         return ("updated" if done else "unchanged"), group_id, "; ".join(done) or "already exists"
     try:
         response = await context.clients.ec2.create_security_group(
             GroupName=desired.name,
             Description=desired.description,
             VpcId=desired.vpc_id,
-            TagSpecifications=[
-                {"ResourceType": "security-group", "Tags": ec2_tag_list(desired.tags)}
-            ],
+            TagSpecifications=[{"ResourceType": "security-group", "Tags": ec2_tag_list(ownership)}],
         )
     except ClientError as exc:
         if error_code(exc) != "InvalidGroup.Duplicate":
@@ -428,6 +434,8 @@ async def _create_security_group(context: _Context, payload: CreateSecurityGroup
     group_id = response["GroupId"]
     context.security_groups[desired.cluster] = group_id
     await _sync_ingress(context, group_id, payload.ingress)
+    if record:
+        await context.clients.ec2.create_tags(Resources=[group_id], Tags=ec2_tag_list(record))
     return "created", group_id, ""
 
 
