@@ -83,6 +83,13 @@ class Metrics:
             ["deployment"],
             registry=r,
         )
+        self.deployment_info = Gauge(
+            "ecsinfer_deployment_info",
+            "1 per deployment in the specs, its facts as labels (join on `deployment` to "
+            "alert against each one's own latency objective).",
+            ["deployment", "cluster", "model", "runtime", "latency_objective_seconds"],
+            registry=r,
+        )
         self.deployment_replicas = Gauge(
             "ecsinfer_deployment_replicas",
             "Replicas of a deployment by state: desired (the spec), running, pending (wanted by "

@@ -22,6 +22,7 @@ deployment (names cannot hold a `/`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from controller.runner.reconciling import (
     Reconciler,
 )
 from controller.settings import QueueSettings
+from controller.specs.models import InferenceDeployment
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +52,17 @@ Result = Literal["success", "error", "skipped"]
 TERMINAL_NOTE = (
     "terminal error: not retried until its spec or the account changes, or the next resync"
 )
+
+
+def info_labels(spec: InferenceDeployment) -> tuple[str, ...]:
+    """`ecsinfer_deployment_info`'s labels, in the metric's order."""
+    return (
+        spec.metadata.name,
+        spec.spec.cluster,
+        spec.spec.model.name,
+        spec.spec.runtime,
+        f"{spec.spec.probe.latencyObjective:g}",
+    )
 
 
 def key_label(key: str) -> str:
@@ -125,6 +138,7 @@ class Runner:
         self.parked: dict[str, Fingerprint] = {}
         self.drift = DriftReporter(metrics)
         self._deployments: set[str] = set()
+        self._info: dict[str, tuple[str, ...]] = {}  # deployment -> its info labels
 
     # --- work -----------------------------------------------------------------------
 
@@ -269,6 +283,18 @@ class Runner:
 
     # --- what a level says ----------------------------------------------------------
 
+    def _publish_info(self, level: Level) -> None:
+        """One `ecsinfer_deployment_info` series per deployment in the specs; the old
+        series of a deployment whose facts changed, or that is gone, removed."""
+        info = {name: info_labels(spec) for name, spec in level.specs.deployments.items()}
+        for name, labels in self._info.items():
+            if info.get(name) != labels:
+                with contextlib.suppress(KeyError):
+                    self.metrics.deployment_info.remove(*labels)
+        for labels in info.values():
+            self.metrics.deployment_info.labels(*labels).set(1)
+        self._info = info
+
     def publish_level(self, level: Level) -> None:
         """Replica and drift gauges from a fresh level; series of gone specs removed.
         Runs as an informer listener, and enqueues keys the level has work for."""
@@ -278,6 +304,7 @@ class Runner:
             self.statuses.pop(DEPLOYMENT_PREFIX + name, None)
         self._deployments = deployments
 
+        self._publish_info(level)
         for name in sorted(level.specs.deployments):
             service = level.service_of(name)
             gauge = self.metrics.deployment_replicas

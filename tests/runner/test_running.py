@@ -337,3 +337,33 @@ async def test_unparking_one_key_leaves_another_key_s_backoff_alone() -> None:
     assert runner.queue.queued == ("deployment/a",)
     assert "deployment/a" not in runner.parked and runner.queue.scheduled("deployment/b")
     runner.queue.shut_down()
+
+
+async def test_deployment_info_carries_each_deployments_facts_and_follows_the_specs() -> None:
+    current = {"spec_set": specs("a", "b")}
+    shell = ScriptedShell(lambda s: level(current["spec_set"]))
+    _, informer, metrics = make(shell, current["spec_set"])
+    await informer.level()
+    labels = {
+        "deployment": "a",
+        "cluster": "demo",
+        "model": "bert",
+        "runtime": "neuron",
+        "latency_objective_seconds": "0.1",
+    }
+    assert value(metrics, "ecsinfer_deployment_info", **labels) == 1
+
+    base = deployment("a")
+    probe = base.spec.probe.model_copy(update={"latencyObjective": 0.25})
+    changed = base.model_copy(update={"spec": base.spec.model_copy(update={"probe": probe})})
+    current["spec_set"] = SpecSet(clusters=current["spec_set"].clusters, deployments={"a": changed})
+    informer.set_specs(current["spec_set"])
+    await informer.level()
+    assert value(metrics, "ecsinfer_deployment_info", **labels) is None
+    assert (
+        value(
+            metrics, "ecsinfer_deployment_info", **{**labels, "latency_objective_seconds": "0.25"}
+        )
+        == 1
+    )
+    assert value(metrics, "ecsinfer_deployment_info", **{**labels, "deployment": "b"}) is None
