@@ -342,7 +342,8 @@ async def read_services(
     ):
         arns.extend(page.get("serviceArns", ()))
     listed = {arn.rsplit("/", 1)[-1] for arn in arns}
-    wanted = sorted(set(arns)) + sorted(set(expected) - listed)
+    specs_names = set(expected)
+    wanted = sorted(set(arns)) + sorted(specs_names - listed)
     raws = await describe_services(clients, cluster=cluster, services=wanted)
     services: dict[tuple[str, str], LiveService] = {}
     gone: dict[tuple[str, str], LiveService] = {}
@@ -350,7 +351,7 @@ async def read_services(
         service = live_service(raw, cluster=cluster)
         if service.status != "INACTIVE":
             services[(cluster, service.name)] = service
-        elif service.name in set(expected) and is_managed(service.tags):
+        elif service.name in specs_names and is_managed(service.tags):
             gone[(cluster, service.name)] = service  # moto lists and describes those too
     return {**gone, **services}
 

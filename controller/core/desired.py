@@ -42,6 +42,7 @@ from controller.core.states import (
     DesiredTaskDefinition,
     IngressRule,
     ProbeSettings,
+    image_path,
 )
 from controller.core.taskdefs import (
     content_hash,
@@ -69,7 +70,7 @@ def ignored_paths(names: Iterable[str], *, model_container: str) -> frozenset[st
     paths: dict[str, tuple[str, ...]] = {
         "replicas": ("desiredCount",),
         "placement": ("placementConstraints", "placementStrategy"),
-        "image": (f"containerDefinitions[{model_container}].image",),
+        "image": (image_path(model_container),),
     }
     return frozenset(path for name in names for path in paths[name])
 

@@ -11,7 +11,7 @@ built from the same delta. Must not: decide what to do about a difference (that 
 Field paths: `status`, `desiredCount`, `taskDefinition`, `placementConstraints`,
 `placementStrategy`, `deploymentConfiguration.<field>[.<field>]`, `tags.<key>`,
 `ingress`, `vpcId`, `instanceType`, `imageId`, `market`, `state`, and a task
-definition's content as `containerDefinitions[<name>].<field>...` (`content_changes`).
+definition's content as `containerDefinitions[<name>].<field>...` (`revision_delta`).
 An ignored path also ignores what lies below it (`tags` ignores every `tags.<key>`).
 """
 
@@ -93,12 +93,6 @@ def is_ignored(path: str, ignore: frozenset[str]) -> bool:
     return any(
         path == ignored or path.startswith((f"{ignored}.", f"{ignored}[")) for ignored in ignore
     )
-
-
-def ignored_fields(ignore: frozenset[str], *, container: str) -> tuple[str, ...]:
-    """The fields of the named container that `ignore` leaves to others."""
-    prefix = f"containerDefinitions[{container}]."
-    return tuple(path.removeprefix(prefix) for path in sorted(ignore) if path.startswith(prefix))
 
 
 def delta(changes: Iterable[FieldChange], *, ignore: frozenset[str] = NO_IGNORE) -> Delta:
@@ -259,21 +253,15 @@ def _by_name(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {str(item["name"]): item for item in items}
 
 
-def content_changes(
-    desired: DesiredTaskDefinition | Mapping[str, Any], live: LiveTaskDefinition
-) -> list[FieldChange]:
-    """How a described revision differs from the desired content, field by field, both
-    normalised (so that what AWS fills in is never a difference)."""
-    content = desired.content if isinstance(desired, DesiredTaskDefinition) else desired
-    return nested_changes(
-        "", normalise_task_definition(live.content), normalise_task_definition(content)
-    )
-
-
 def revision_delta(
     desired: DesiredTaskDefinition, live: LiveTaskDefinition, *, ignore: frozenset[str] = NO_IGNORE
 ) -> Delta:
-    return delta(content_changes(desired, live), ignore=ignore)
+    """How a described revision differs from the desired content, field by field, both
+    normalised (so that what AWS fills in is never a difference)."""
+    changes = nested_changes(
+        "", normalise_task_definition(live.content), normalise_task_definition(desired.content)
+    )
+    return delta(changes, ignore=ignore)
 
 
 def service_delta(

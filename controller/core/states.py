@@ -47,6 +47,11 @@ def is_managed(tags: Mapping[str, str]) -> bool:
     return tags.get(MANAGED_BY) == MANAGED_BY_VALUE
 
 
+def image_path(model_container: str) -> str:
+    """The field path (`diffs`) of the model container's image in a task definition."""
+    return f"containerDefinitions[{model_container}].image"
+
+
 def family_of(task_definition_arn: str) -> str:
     """`arn:aws:ecs:r:a:task-definition/ecs-neuron:3` (or `ecs-neuron:3`) -> `ecs-neuron`."""
     return task_definition_arn.rsplit("/", 1)[-1].rsplit(":", 1)[0]
@@ -169,13 +174,8 @@ class DesiredDeployment:
     in what apply writes; from `spec.ignore` (CONTRACT §7) by `desired.IGNORED_PATHS`."""
 
     @property
-    def image_path(self) -> str:
-        """The field path of the model container's image in the task definition."""
-        return f"containerDefinitions[{self.probe.model_name}].image"
-
-    @property
     def ignores_image(self) -> bool:
-        return self.image_path in self.ignore
+        return image_path(self.probe.model_name) in self.ignore
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,11 +48,6 @@ class DriftItem:
     before: Any = field(compare=False, default=None)
     after: Any = field(compare=False, default=None)
     detected_only: bool = field(compare=False, default=False)
-
-    @property
-    def name(self) -> str:
-        """The deployment or cluster name of the key."""
-        return self.key.split("/", 1)[-1]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +82,23 @@ def drift_items(plan: Plan) -> list[DriftItem]:
     found = [i for a in plan.actions if a.reason == "drift" for i in items(a, detected=False)]
     found += [i for a in plan.detected_drift for i in items(a, detected=True)]
     return sorted(set(found))
+
+
+def by_key(items: Iterable[DriftItem]) -> dict[str, list[DriftItem]]:
+    grouped: dict[str, list[DriftItem]] = {}
+    for item in items:
+        grouped.setdefault(item.key, []).append(item)
+    return grouped
+
+
+def key_report(items: Iterable[DriftItem], fights: Iterable[Fight] = ()) -> dict[str, Any]:
+    """One key's drift as `/status` shows it: field paths, their detail, fights."""
+    items = list(items)
+    return {
+        "drift": sorted({f"{i.resource}.{i.path}" if i.path else i.resource for i in items}),
+        "drift_detail": [item.to_json() for item in items],
+        "fights": [fight.to_json() for fight in fights],
+    }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,10 +136,7 @@ class DriftReporter:
 
     def publish(self, plan: Plan, *, deployments: Iterable[str], clusters: Iterable[str]) -> None:
         items = drift_items(plan)
-        by_key: dict[str, list[DriftItem]] = {}
-        for item in items:
-            by_key.setdefault(item.key, []).append(item)
-        self.current = by_key
+        self.current = by_key(items)
         self._log(set(items))
 
         live = {DEPLOYMENT_PREFIX + name for name in deployments}
@@ -219,24 +228,11 @@ class DriftReporter:
 
     def report(self, key: str) -> dict[str, Any]:
         """What `/status` shows for one key."""
-        items = self.current.get(key, [])
-        return {
-            "drift": sorted({f"{i.resource}.{i.path}" if i.path else i.resource for i in items}),
-            "drift_detail": [item.to_json() for item in items],
-            "fights": [fight.to_json() for fight in self.fights.get(key, [])],
-        }
+        return key_report(self.current.get(key, []), self.fights.get(key, []))
 
 
-def drift_report(plan: Plan) -> Mapping[str, dict[str, Any]]:
-    """Drift by key from a plan alone (the `status` command without a daemon)."""
-    by_key: dict[str, list[DriftItem]] = {}
-    for item in drift_items(plan):
-        by_key.setdefault(item.key, []).append(item)
-    return {
-        key: {
-            "drift": sorted({f"{i.resource}.{i.path}" if i.path else i.resource for i in items}),
-            "drift_detail": [item.to_json() for item in items],
-            "fights": [],
-        }
-        for key, items in by_key.items()
-    }
+def plan_report(plan: Plan) -> Callable[[str], dict[str, Any]]:
+    """A key's drift from a plan alone (the `status` command without a daemon: no
+    corrections seen, so no fights)."""
+    grouped = by_key(drift_items(plan))
+    return lambda key: key_report(grouped.get(key, []))

@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from controller.core.plans import Plan
 from controller.core.states import LiveService
-from controller.runner.drifting import drift_report
+from controller.runner.drifting import plan_report
 from controller.runner.reconciling import CLUSTER_PREFIX, DEPLOYMENT_PREFIX, Level
 from controller.runner.running import KeyStatus, key_label
 from controller.runner.watching import SpecSnapshot
@@ -47,8 +48,7 @@ def status_document(
         elif key.startswith(CLUSTER_PREFIX):
             cluster_names.add(key.removeprefix(CLUSTER_PREFIX))
     if drift is None:
-        by_key = drift_report(level.plan) if level is not None else {}
-        drift = _from_plan(by_key)
+        drift = plan_report(level.plan if level is not None else Plan())
     pending = _pending_by_label(level)
 
     deployments: dict[str, Any] = {}
@@ -107,11 +107,6 @@ def status_document(
         "deployments": deployments,
         "clusters": clusters,
     }
-
-
-def _from_plan(by_key: Mapping[str, Mapping[str, Any]]) -> Callable[[str], Mapping[str, Any]]:
-    none: Mapping[str, Any] = {"drift": [], "drift_detail": [], "fights": []}
-    return lambda key: by_key.get(key, none)
 
 
 def _pending_by_label(level: Level | None) -> dict[str, int]:

@@ -301,83 +301,53 @@ def tag_back(sandbox: Sandbox, name: str, key: str, value: str) -> None:
     )
 
 
+def update_watched(sandbox: Sandbox, **fields: Any) -> None:
+    sandbox.client("ecs").update_service(cluster=ENFORCED, service=DETECT, **fields)
+
+
+def deployment_configuration(*, breaker: bool = True, maximum: int = 200) -> dict[str, Any]:
+    return {
+        "deploymentCircuitBreaker": {"enable": breaker, "rollback": True},
+        "maximumPercent": maximum,
+        "minimumHealthyPercent": 100,
+    }
+
+
 DETECTED: list[tuple[str, str, Any, Any]] = [
     # (what, the field path status and plan show, the change, how the test puts it back)
     (
         "desired count",
         "desiredCount",
-        lambda sb: sb.client("ecs").update_service(
-            cluster=ENFORCED, service=DETECT, desiredCount=2
-        ),
-        lambda sb, _: sb.client("ecs").update_service(
-            cluster=ENFORCED, service=DETECT, desiredCount=1
-        ),
+        lambda sb: update_watched(sb, desiredCount=2),
+        lambda sb, _: update_watched(sb, desiredCount=1),
     ),
     (
         "placement strategy",
         "placementStrategy",
-        lambda sb: sb.client("ecs").update_service(
-            cluster=ENFORCED,
-            service=DETECT,
-            placementStrategy=[{"type": "binpack", "field": "memory"}],
-        ),
-        lambda sb, _: sb.client("ecs").update_service(
-            cluster=ENFORCED, service=DETECT, placementStrategy=[]
-        ),
+        lambda sb: update_watched(sb, placementStrategy=[{"type": "binpack", "field": "memory"}]),
+        lambda sb, _: update_watched(sb, placementStrategy=[]),
     ),
     (
         "placement constraints",
         "placementConstraints",
-        lambda sb: sb.client("ecs").update_service(
-            cluster=ENFORCED, service=DETECT, placementConstraints=[{"type": "distinctInstance"}]
-        ),
-        lambda sb, _: sb.client("ecs").update_service(
-            cluster=ENFORCED, service=DETECT, placementConstraints=[]
-        ),
+        lambda sb: update_watched(sb, placementConstraints=[{"type": "distinctInstance"}]),
+        lambda sb, _: update_watched(sb, placementConstraints=[]),
     ),
     (
         "circuit breaker",
         "deploymentConfiguration.deploymentCircuitBreaker.enable",
-        lambda sb: sb.client("ecs").update_service(
-            cluster=ENFORCED,
-            service=DETECT,
-            deploymentConfiguration={
-                "deploymentCircuitBreaker": {"enable": False, "rollback": True},
-                "maximumPercent": 200,
-                "minimumHealthyPercent": 100,
-            },
+        lambda sb: update_watched(
+            sb, deploymentConfiguration=deployment_configuration(breaker=False)
         ),
-        lambda sb, _: sb.client("ecs").update_service(
-            cluster=ENFORCED,
-            service=DETECT,
-            deploymentConfiguration={
-                "deploymentCircuitBreaker": {"enable": True, "rollback": True},
-                "maximumPercent": 200,
-                "minimumHealthyPercent": 100,
-            },
-        ),
+        lambda sb, _: update_watched(sb, deploymentConfiguration=deployment_configuration()),
     ),
     (
         "maximum percent",
         "deploymentConfiguration.maximumPercent",
-        lambda sb: sb.client("ecs").update_service(
-            cluster=ENFORCED,
-            service=DETECT,
-            deploymentConfiguration={
-                "deploymentCircuitBreaker": {"enable": True, "rollback": True},
-                "maximumPercent": 150,
-                "minimumHealthyPercent": 100,
-            },
+        lambda sb: update_watched(
+            sb, deploymentConfiguration=deployment_configuration(maximum=150)
         ),
-        lambda sb, _: sb.client("ecs").update_service(
-            cluster=ENFORCED,
-            service=DETECT,
-            deploymentConfiguration={
-                "deploymentCircuitBreaker": {"enable": True, "rollback": True},
-                "maximumPercent": 200,
-                "minimumHealthyPercent": 100,
-            },
-        ),
+        lambda sb, _: update_watched(sb, deploymentConfiguration=deployment_configuration()),
     ),
     (
         "ownership tag removed",
